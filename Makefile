@@ -1,0 +1,45 @@
+# gripcore — every target sets up its own virtual environment first (a fresh machine needs only
+# Python 3.11+ and a C compiler).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.gripcore-installed
+PYTEST_ARGS ?=
+
+.PHONY: setup run test lint typecheck test-fast test-pure bench clean
+
+$(STAMP): pyproject.toml setup.py src/gripcore/_fast.pyx
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+## The main job: gripcore with its built-in starter kit.
+run: $(STAMP)
+	$(VENV)/bin/gripcore serve
+
+## All checks: lint, types, then the suite twice (compiled hot path, then the pure twin),
+## with branch coverage of src/gripcore combined over both legs.
+test: $(STAMP) lint typecheck
+	@rm -f .coverage .coverage.*
+	GRIPCORE_REQUIRE_EXTENSIONS=1 COVERAGE_FILE=.coverage.fast \
+	  $(PY) tools/pytest-exit.py -m pytest --cov --cov-report= $(PYTEST_ARGS)
+	GRIPCORE_NO_EXTENSIONS=1 COVERAGE_FILE=.coverage.pure \
+	  $(PY) tools/pytest-exit.py -m pytest --cov --cov-report= $(PYTEST_ARGS)
+	$(PY) -m coverage combine -q .coverage.fast .coverage.pure
+	$(PY) -m coverage report
+
+lint: $(STAMP)
+	$(PY) -m ruff check src adapters tests bench tools
+	$(PY) -m ruff format --check src adapters tests bench tools
+
+typecheck: $(STAMP)
+	$(PY) -m mypy
+
+bench: $(STAMP)
+	$(PY) -m pytest bench --benchmark-only -q -p no:cacheprovider
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info src/gripcore/*.so src/gripcore/_fast.c .coverage*

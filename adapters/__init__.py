@@ -1,0 +1,1 @@
+"""I/O drivers for the sans-IO core (installed as `gripcore.adapters`)."""

@@ -1,0 +1,87 @@
+"""Pure-Python reference twin of the compiled hot path (`_fast.pyx`).
+
+This module is the specification: `_fast.pyx` has the same names, signatures, results and
+exceptions, and one test suite runs against both (tests/test_fast.py). Only functions that run
+per delivery or per byte live here, and each earns its place with a number in bench/.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+
+__all__ = [
+    "encode_chunk",
+    "encode_woh_event",
+    "encode_ws_frame",
+    "fanout",
+    "ws_frame_header",
+]
+
+_MAX_WS_OPCODE = 0x0F
+
+
+def encode_chunk(data: bytes) -> bytes:
+    """Frame `data` as one HTTP/1.1 chunk (hex size, CRLF, data, CRLF).
+
+    Empty data encodes to nothing: a zero-size chunk would end the body (RFC 9112 section 7.1).
+    """
+    n = len(data)
+    if n == 0:
+        return b""
+    return b"%x\r\n%b\r\n" % (n, data)
+
+
+def ws_frame_header(opcode: int, length: int) -> bytes:
+    """The header of one unmasked, final WebSocket frame (server to client, RFC 6455 5.2)."""
+    if not 0 <= opcode <= _MAX_WS_OPCODE:
+        raise ValueError(f"invalid WebSocket opcode {opcode}")
+    if length < 0:
+        raise ValueError("negative WebSocket payload length")
+    first = 0x80 | opcode
+    if length < 126:
+        return bytes((first, length))
+    if length < 0x10000:
+        return bytes((first, 126)) + length.to_bytes(2, "big")
+    return bytes((first, 127)) + length.to_bytes(8, "big")
+
+
+def encode_ws_frame(opcode: int, payload: bytes) -> bytes:
+    """One unmasked, final WebSocket frame carrying `payload` (server to client)."""
+    return ws_frame_header(opcode, len(payload)) + payload
+
+
+def encode_woh_event(event_type: bytes, content: bytes | None) -> bytes:
+    """One WebSocket-over-HTTP event: `TYPE\\r\\n`, or `TYPE <hex len>\\r\\n<content>\\r\\n`."""
+    if content is None:
+        return event_type + b"\r\n"
+    return b"%b %x\r\n%b\r\n" % (event_type, len(content), content)
+
+
+def fanout(
+    targets: dict[Hashable, bytearray],
+    payload: bytes,
+    woken: list[Hashable],
+    overflowed: list[Hashable],
+    limit: int,
+) -> int:
+    """Append `payload` to every output buffer in `targets` (subscriber -> its buffer).
+
+    A subscriber whose buffer was empty is appended to `woken` (the adapter must schedule a
+    flush for it); one whose buffer would grow past `limit` bytes (0 = no limit) gets nothing and
+    is appended to `overflowed` (the caller applies the slow-consumer policy). Returns how many
+    buffers received the payload.
+    """
+    n = len(payload)
+    delivered = 0
+    for key, buf in targets.items():
+        if type(buf) is not bytearray:
+            raise TypeError("fanout targets must map to bytearray buffers")
+        size = len(buf)
+        if limit and size + n > limit:
+            overflowed.append(key)
+            continue
+        if not size:
+            woken.append(key)
+        buf += payload
+        delivered += 1
+    return delivered

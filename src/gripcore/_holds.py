@@ -1,0 +1,452 @@
+"""Held HTTP requests: the long-poll (response hold) and stream hold state machines.
+
+After the origin answers with GRIP instructions the proxy holds the client's request. These
+sessions decide everything that happens next; the adapter only performs what they ask for and
+feeds them what happens: hub events (publishes, actions), timers (`next_deadline` /
+`handle_timer(now)`), the result of an origin request they asked for, and the client going away.
+
+What a session asks for is a list of `HoldAction` values:
+
+* `Respond` (long-poll) - send this complete response; the request is over.
+* `Retry` - send the client's original request to the origin again with these `Grip-Last`
+  headers, and feed the answer to `retry_response` (long-poll after a hint or a gap,
+  pushpin-behaviour.md sections 2.4 and 2.5).
+* `FetchNextLink` - GET this URL with these headers and feed the answer to
+  `next_link_response` (streams, section 3.4).
+* `EndStream` - write the end of the body (the stream ends), optionally after an error text.
+* `PostGoneLink` - POST to this URL, best effort (section 3.8), once the session is over.
+
+Stream output (initial body, published chunks, keep-alives) goes to `subscriber.outbuf`, framed
+for the connection; the adapter drains it and calls `wrote(now)` so that idle keep-alives
+restart. Each session's transitions are one table, `_TRANSITIONS`; an input with no entry for
+the current state is a `LocalProtocolError` (the adapter called at the wrong time).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from ._errors import LocalProtocolError
+from ._hub import (
+    BufferOverflow,
+    CloseRequested,
+    FilterFailed,
+    Framing,
+    GapDetected,
+    HintReceived,
+    Hub,
+    HubEvent,
+    ResponseReady,
+    Subscriber,
+    Transport,
+)
+from ._instruct import Instruct, KeepAlive
+from ._items import HttpResponseFormat
+from ._jsonpatch import apply_body_patch
+from ._proxy import Headers, grip_last_headers
+from ._speedups import encode_chunk
+
+__all__ = [
+    "EndStream",
+    "FetchNextLink",
+    "HoldAction",
+    "HoldState",
+    "PostGoneLink",
+    "Respond",
+    "ResponseHold",
+    "Retry",
+    "StreamHold",
+    "published_response",
+]
+
+# A chunked body ends with a zero-size chunk and no trailers (RFC 9112 section 7.1).
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+class HoldState(enum.Enum):
+    HOLDING = "holding"  # subscribed, waiting for publishes and timers
+    WAITING_ORIGIN = "waiting-origin"  # a retry or next-link request is in flight
+    DONE = "done"  # answered, ended or abandoned; nothing more will happen
+
+
+@dataclass(frozen=True, slots=True)
+class HoldAction:
+    """Something the adapter must do for a held request."""
+
+
+@dataclass(frozen=True, slots=True)
+class Respond(HoldAction):
+    status: int
+    reason: bytes
+    headers: Headers
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Retry(HoldAction):
+    grip_last: Headers
+
+
+@dataclass(frozen=True, slots=True)
+class FetchNextLink(HoldAction):
+    url: str
+    grip_last: Headers
+
+
+@dataclass(frozen=True, slots=True)
+class EndStream(HoldAction):
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PostGoneLink(HoldAction):
+    url: str
+
+
+_HOLDING, _WAITING, _DONE = HoldState.HOLDING, HoldState.WAITING_ORIGIN, HoldState.DONE
+
+# (state, input) -> next state. Inputs: publish/hub events, timer, origin answers, client gone.
+_TRANSITIONS: dict[tuple[HoldState, str], HoldState] = {
+    (_HOLDING, "respond"): _DONE,
+    (_HOLDING, "retry"): _WAITING,
+    (_HOLDING, "fetch"): _WAITING,
+    (_HOLDING, "end"): _DONE,
+    (_HOLDING, "client-gone"): _DONE,
+    (_WAITING, "origin-answer"): _HOLDING,
+    (_WAITING, "origin-final"): _DONE,
+    (_WAITING, "respond"): _DONE,
+    (_WAITING, "end"): _DONE,
+    (_WAITING, "client-gone"): _DONE,
+    (_DONE, "client-gone"): _DONE,
+}
+
+
+def published_response(
+    timeout_status: int,
+    timeout_headers: Sequence[tuple[bytes, bytes]],
+    timeout_body: bytes,
+    fmt: HttpResponseFormat,
+    body: bytes | None,
+) -> Respond:
+    """The response a long-poll gets for a published `http-response` (section 2.3).
+
+    Headers: the timeout response's, where a published header replaces every inherited header
+    of the same name; published `Grip-*` headers are dropped. Body: the published (filtered)
+    body, or the hold's body with `body-patch` applied. Content-Length is the adapter's job.
+    """
+    published = [
+        (name.encode("latin-1"), value.encode("latin-1"))
+        for name, value in fmt.headers
+        if not name.lower().startswith("grip-")
+    ]
+    replaced = {name.lower() for name, _ in published}
+    headers = [(n, v) for n, v in timeout_headers if n.lower() not in replaced]
+    headers.extend(published)
+    if body is None:
+        assert fmt.body_patch is not None
+        body = apply_body_patch(timeout_body, fmt.body_patch)
+    del timeout_status  # the published code always wins (default 200)
+    return Respond(fmt.code, fmt.reason_phrase.encode("latin-1"), headers, body)
+
+
+class _Hold:
+    """What both hold kinds share: the subscriber, its channels, the table, the gone link."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        subscriber: Subscriber,
+        instruct: Instruct,
+        *,
+        channel_prefix: str = "",
+        implicit_channels: Sequence[str] = (),
+    ) -> None:
+        self.hub = hub
+        self.subscriber = subscriber
+        self.instruct = instruct
+        self.channel_prefix = channel_prefix
+        self.implicit_channels = tuple(implicit_channels)
+        self.state = _HOLDING
+        self.gone_link = instruct.gone_link.url if instruct.gone_link is not None else None
+        subscriber.channel_prefix = channel_prefix
+        subscriber.meta.update(instruct.meta)
+        self._subscribe(instruct)
+
+    def _subscribe(self, instruct: Instruct) -> None:
+        """Make the subscriptions those of `instruct` plus the route's implicit channels."""
+        wanted: dict[str, tuple[tuple[str, ...], str | None]] = {}
+        for channel in instruct.channels:
+            wanted[self.channel_prefix + channel.name] = (channel.filters, channel.prev_id)
+        for name in self.implicit_channels:
+            wanted.setdefault(self.channel_prefix + name, ((), None))
+        for name in list(self.subscriber.channels):
+            if name not in wanted:
+                self.hub.unsubscribe(self.subscriber, name)
+        for name, (filters, prev_id) in wanted.items():
+            # beyond the per-connection limit Pushpin silently truncates HTTP holds
+            self.hub.subscribe(self.subscriber, name, filters=filters, prev_id=prev_id)
+
+    def _move(self, event: str) -> None:
+        nxt = _TRANSITIONS.get((self.state, event))
+        if nxt is None:
+            raise LocalProtocolError(f"{type(self).__name__}: {event!r} while {self.state.value}")
+        self.state = nxt
+
+    def _finish(self, actions: list[HoldAction]) -> list[HoldAction]:
+        self.hub.remove(self.subscriber)
+        if self.gone_link is not None:
+            actions.append(PostGoneLink(self.gone_link))
+            self.gone_link = None
+        return actions
+
+    def grip_last(self) -> Headers:
+        cut = len(self.channel_prefix)
+        return grip_last_headers(
+            (name[cut:], sub.prev_id)
+            for name, sub in self.subscriber.channels.items()
+            if sub.prev_id is not None
+        )
+
+    def client_gone(self) -> list[HoldAction]:
+        """The client disconnected: leave every channel; fire the gone link if any."""
+        if self.state is _DONE:
+            return []
+        self._move("client-gone")
+        return self._finish([])
+
+    @property
+    def done(self) -> bool:
+        return self.state is _DONE
+
+
+class ResponseHold(_Hold):
+    """A held long-poll: answered by a publish, a timeout, or a retry to the origin."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        subscriber: Subscriber,
+        instruct: Instruct,
+        now: float,
+        *,
+        channel_prefix: str = "",
+        implicit_channels: Sequence[str] = (),
+    ) -> None:
+        if subscriber.transport is not Transport.RESPONSE:
+            raise LocalProtocolError("a response hold needs a RESPONSE subscriber")
+        super().__init__(
+            hub,
+            subscriber,
+            instruct,
+            channel_prefix=channel_prefix,
+            implicit_channels=implicit_channels,
+        )
+        self.deadline: float | None = now + instruct.timeout
+
+    def next_deadline(self) -> float | None:
+        return self.deadline if self.state is _HOLDING else None
+
+    def timeout_response(self) -> Respond:
+        i = self.instruct
+        return Respond(i.status, i.reason, list(i.headers), i.body)
+
+    def handle_timer(self, now: float) -> list[HoldAction]:
+        if self.state is not _HOLDING or self.deadline is None or now < self.deadline:
+            return []
+        self._move("respond")
+        return self._finish([self.timeout_response()])
+
+    def handle_events(self, events: Iterable[HubEvent]) -> list[HoldAction]:
+        actions: list[HoldAction] = []
+        for event in events:
+            if self.state is not _HOLDING:
+                break
+            if isinstance(event, ResponseReady):
+                self._move("respond")
+                i = self.instruct
+                actions.append(
+                    published_response(i.status, i.headers, i.body, event.format, event.body)
+                )
+                self._finish(actions)
+            elif isinstance(event, HintReceived | GapDetected):
+                grip_last = self.grip_last()
+                self._move("retry")
+                self.hub.remove(self.subscriber)
+                actions.append(Retry(grip_last))
+            # FilterFailed: the item is skipped for this subscriber, the hold goes on
+        return actions
+
+    def retry_response(self, instruct: Instruct | None, now: float) -> list[HoldAction]:
+        """The origin answered a `Retry`: with a new hold (held again, fresh timeout) or with a
+        final response (`instruct` None: the adapter relays it itself). An answer arriving
+        after the client left is ignored; one that was not asked for is a `LocalProtocolError`."""
+        if self.state is _DONE:
+            return []
+        if instruct is None or instruct.hold != "response":
+            self._move("origin-final")
+            if instruct is None:
+                return self._finish([])
+            final = Respond(instruct.status, instruct.reason, list(instruct.headers), instruct.body)
+            return self._finish([final])
+        self._move("origin-answer")
+        self.instruct = instruct
+        self.subscriber.meta.update(instruct.meta)
+        self._subscribe(instruct)
+        self.deadline = now + instruct.timeout
+        return []
+
+
+class StreamHold(_Hold):
+    """A held HTTP stream: published chunks, keep-alives, next links, close."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        subscriber: Subscriber,
+        instruct: Instruct,
+        now: float,
+        *,
+        channel_prefix: str = "",
+        implicit_channels: Sequence[str] = (),
+        debug: bool = False,
+    ) -> None:
+        if subscriber.transport is not Transport.STREAM:
+            raise LocalProtocolError("a stream hold needs a STREAM subscriber")
+        self.debug = debug
+        self._keep_alive: KeepAlive | None = None
+        self._keep_alive_at: float | None = None
+        self._next_url: str | None = None
+        self._next_timeout: float | None = None
+        self._next_at: float | None = None
+        self.pending: list[HoldAction] = []
+        super().__init__(
+            hub,
+            subscriber,
+            instruct,
+            channel_prefix=channel_prefix,
+            implicit_channels=implicit_channels,
+        )
+        self._write(instruct.body)
+        self._configure(instruct, now)
+
+    # --- output ---
+
+    def _frame(self, data: bytes) -> bytes:
+        return encode_chunk(data) if self.subscriber.framing is Framing.CHUNKED else data
+
+    def _write(self, data: bytes) -> None:
+        if data:
+            self.subscriber.outbuf += self._frame(data)
+
+    def wrote(self, now: float) -> None:
+        """The adapter wrote stream data: an idle-mode keep-alive starts counting again."""
+        ka = self._keep_alive
+        if ka is not None and ka.mode == "idle" and self.state is not _DONE:
+            self._keep_alive_at = now + ka.timeout
+
+    def end_bytes(self) -> bytes:
+        """What ends the body on the wire (the last chunk; nothing for close-delimited)."""
+        return LAST_CHUNK if self.subscriber.framing is Framing.CHUNKED else b""
+
+    # --- configuration from an instruct (initial or next-link answer) ---
+
+    def _configure(self, instruct: Instruct, now: float) -> None:
+        self.instruct = instruct
+        ka = instruct.keep_alive
+        self._keep_alive = ka
+        self._keep_alive_at = now + ka.timeout if ka is not None else None
+        link = instruct.next_link
+        self._next_url = link.url if link is not None else None
+        self._next_timeout = float(link.timeout) if link is not None and link.timeout else None
+        self._next_at = now + self._next_timeout if self._next_timeout is not None else None
+        if self._next_url is None:
+            for channel in instruct.channels:
+                if channel.prev_id is not None:
+                    message = f"channel '{channel.name}' specifies prev-id, but no next link found"
+                    self.pending.extend(self._end(message))
+                    return
+        if instruct.hold is None:
+            if self._next_url is not None:
+                self.pending.append(self._fetch())
+            else:
+                self.pending.extend(self._end(None))
+
+    def take_actions(self) -> list[HoldAction]:
+        """Actions decided while configuring (an immediate next-link fetch, an early end)."""
+        actions, self.pending = self.pending, []
+        return actions
+
+    # --- inputs ---
+
+    def next_deadline(self) -> float | None:
+        if self.state is _DONE:
+            return None
+        times = [t for t in (self._keep_alive_at, self._next_at) if t is not None]
+        if self.state is _WAITING:
+            times = [t for t in (self._keep_alive_at,) if t is not None]
+        return min(times) if times else None
+
+    def handle_timer(self, now: float) -> list[HoldAction]:
+        actions: list[HoldAction] = []
+        if self.state is _DONE:
+            return actions
+        ka = self._keep_alive
+        if ka is not None and self._keep_alive_at is not None and now >= self._keep_alive_at:
+            self._write(ka.data)
+            self._keep_alive_at = now + ka.timeout
+        if self.state is _HOLDING and self._next_at is not None and now >= self._next_at:
+            actions.append(self._fetch())
+        return actions
+
+    def handle_events(self, events: Iterable[HubEvent]) -> list[HoldAction]:
+        actions: list[HoldAction] = []
+        for event in events:
+            if self.state is _DONE:
+                break
+            if isinstance(event, CloseRequested):
+                actions.extend(self._end(None))
+            elif isinstance(event, BufferOverflow):
+                actions.extend(self._end("slow consumer: output buffer full"))
+            elif isinstance(event, FilterFailed):
+                if self.debug:
+                    actions.extend(self._end(event.message))
+            elif (
+                isinstance(event, HintReceived | GapDetected)
+                and self._next_url is not None
+                and self.state is _HOLDING
+            ):
+                actions.append(self._fetch())
+        return actions
+
+    def next_link_response(self, instruct: Instruct | None, now: float) -> list[HoldAction]:
+        """The origin answered a `FetchNextLink`. `instruct` None means the fetch failed."""
+        if self.state is _DONE:
+            return []
+        self._move("origin-answer")
+        if instruct is None:
+            return self._end("Failed to retrieve next link.")
+        if instruct.hold == "response":
+            return self._end("Next link returned non-stream hold.")
+        self._write(instruct.body)
+        self.subscriber.meta.update(instruct.meta)
+        if instruct.hold == "stream":
+            self._subscribe(instruct)
+        self._configure(instruct, now)
+        return self.take_actions()
+
+    # --- helpers ---
+
+    def _fetch(self) -> FetchNextLink:
+        assert self._next_url is not None
+        self._move("fetch")
+        self._next_at = None
+        return FetchNextLink(self._next_url, self.grip_last())
+
+    def _end(self, error: str | None) -> list[HoldAction]:
+        """End the stream (Pushpin appends the error text in debug mode only)."""
+        self._move("end")
+        if error is not None and self.debug:
+            self._write(f"\n\n{error}\n".encode())
+        return self._finish([EndStream(error)])

@@ -1,0 +1,518 @@
+"""The subscription hub: channel -> subscribers, and the fan-out of one published item.
+
+Strategy. A publish to a channel with thousands of held connections must cost little more than
+one buffer append per connection. So the hub keeps, for every channel, two kinds of members:
+
+* **fast** members: stream or WebSocket subscribers whose subscription has no filters and no
+  prev-id. They all receive the same bytes, so the hub encodes each item once per framing (raw
+  HTTP/1.0 body bytes, an HTTP/1.1 chunk, a WebSocket frame) and hands the encoded payload and a
+  ``{subscriber: output buffer}`` dict to the compiled ``fanout`` loop, which appends the payload
+  to every buffer without creating a Python object per delivery.
+* **slow** members: response holds (long-polls), and subscriptions with filters or a prev-id.
+  Each is handled one by one: filters run, prev-ids are checked, and what the session must act on
+  becomes a `HubEvent` in the subscriber's ``events`` list.
+
+Nothing here writes to a socket. Output waits in ``Subscriber.outbuf`` and ``Subscriber.events``;
+`Hub.publish` returns the subscribers that went from idle to having something pending (woken),
+so the adapter schedules exactly one flush per connection however many items arrive meanwhile
+(DESIGN.md, "Data flow of one publish").
+
+Channel names in the hub are the names used for subscription, that is with any route `prefix`
+already applied; `Subscriber.channel_prefix` lets filters see the un-prefixed names, as Pushpin's
+`require-sub` does.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._errors import FilterError, LocalProtocolError
+from ._filters import (
+    FilterContext,
+    apply_filters,
+    matches_content_filters,
+    needs_filtering,
+)
+from ._items import HttpResponseFormat, HttpStreamFormat, Item, WsMessageFormat
+from ._speedups import encode_chunk, encode_ws_frame, fanout
+
+__all__ = [
+    "DEFAULT_MAX_CHANNELS_PER_SUBSCRIBER",
+    "DEFAULT_MAX_OUTPUT_BUFFER",
+    "WS_OPCODES",
+    "BufferOverflow",
+    "ChannelChange",
+    "CloseRequested",
+    "FilterFailed",
+    "Framing",
+    "GapDetected",
+    "HintReceived",
+    "Hub",
+    "HubEvent",
+    "PublishResult",
+    "RefreshRequested",
+    "ResponseReady",
+    "Subscriber",
+    "Subscription",
+    "Transport",
+]
+
+# Pushpin's connection_subscription_max: beyond it HTTP holds are truncated and WebSocket
+# subscribe requests are ignored. Bounds the hub's memory per connection.
+DEFAULT_MAX_CHANNELS_PER_SUBSCRIBER = 20
+
+# Bytes that may wait for one client before the slow-consumer policy applies. 1 MiB holds ~30
+# maximum-size items (32 KiB each): far more than a live reader lets pile up between two loop
+# iterations, yet small enough that the policy (close, by default) catches a stalled reader
+# long before it matters to memory.
+DEFAULT_MAX_OUTPUT_BUFFER = 1 << 20
+
+WS_OPCODES = {"text": 0x1, "binary": 0x2, "ping": 0x9, "pong": 0xA}
+
+
+class Transport(enum.Enum):
+    """How a subscriber receives items; the value is the publish format it consumes."""
+
+    RESPONSE = "http-response"  # long-poll: one http-response completes the request
+    STREAM = "http-stream"  # HTTP streaming and Server-Sent Events
+    WEBSOCKET = "ws-message"  # WebSocket clients (native or behind WebSocket-over-HTTP)
+
+
+class Framing(enum.IntEnum):
+    """How published bytes are framed on the subscriber's connection."""
+
+    RAW = 0  # HTTP/1.0 stream: the body is delimited by connection close, bytes go as they are
+    CHUNKED = 1  # HTTP/1.1 stream: each item is one chunk
+    WEBSOCKET = 2  # one WebSocket frame per message
+    NONE = 3  # response holds: the session builds a whole response
+
+
+_DEFAULT_FRAMING = {
+    Transport.RESPONSE: Framing.NONE,
+    Transport.STREAM: Framing.CHUNKED,
+    Transport.WEBSOCKET: Framing.WEBSOCKET,
+}
+
+
+# --- events for the session ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HubEvent:
+    """Something the subscriber's session must act on; `channel` is where it came from."""
+
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseReady(HubEvent):
+    """A long-poll received its response. The subscriber has left every channel already.
+
+    `body` is the published body after filters, or None when the format carries a
+    `body-patch` for the session to apply to the hold's own body.
+    """
+
+    item_id: str | None
+    format: HttpResponseFormat
+    body: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class HintReceived(HubEvent):
+    """Action `hint`: something changed; a long-poll retries, a stream re-fetches its next link."""
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshRequested(HubEvent):
+    """Action `refresh` on a WebSocket: the gateway makes a WebSocket-over-HTTP request now."""
+
+
+@dataclass(frozen=True, slots=True)
+class CloseRequested(HubEvent):
+    """Action `close`: end the stream, or close the WebSocket with `code`/`reason`.
+
+    The subscriber has left every channel; what was already in `outbuf` goes first.
+    """
+
+    code: int | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GapDetected(HubEvent):
+    """An item's prev-id did not follow the subscription's: the session recovers from origin."""
+
+    expected_prev_id: str
+    item_prev_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class FilterFailed(HubEvent):
+    """A filter raised; the item was not delivered to this subscriber (debug mode reports it)."""
+
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class BufferOverflow(HubEvent):
+    """The output buffer is full: the item was not delivered; the slow-consumer policy applies."""
+
+    dropped_bytes: int
+
+
+# --- subscribers --------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Subscription:
+    """One channel of one subscriber."""
+
+    filters: tuple[str, ...] = ()
+    prev_id: str | None = None
+
+    @property
+    def is_fast(self) -> bool:
+        return self.prev_id is None and not needs_filtering(self.filters)
+
+
+@dataclass(eq=False, slots=True)
+class Subscriber:
+    """A connection as the hub sees it: what it wants, and where its output waits.
+
+    Sessions own one each. The adapter drains `outbuf` (bytes for the client, already framed)
+    and `events` (things the session must act on) when the hub reports the subscriber woken.
+    Identity-hashed, so it can key the hub's dicts.
+    """
+
+    transport: Transport
+    id: str = ""
+    framing: Framing | None = None
+    meta: dict[str, str] = field(default_factory=dict)
+    channel_prefix: str = ""
+    outbuf: bytearray = field(default_factory=bytearray)
+    events: list[HubEvent] = field(default_factory=list)
+    channels: dict[str, Subscription] = field(default_factory=dict)
+    owner: Any = None  # the adapter's connection object, for finding it when woken
+
+    def __post_init__(self) -> None:
+        if self.framing is None:
+            self.framing = _DEFAULT_FRAMING[self.transport]
+        valid = (
+            self.framing is Framing.NONE
+            if self.transport is Transport.RESPONSE
+            else self.framing is not Framing.NONE
+            and (self.framing is Framing.WEBSOCKET) == (self.transport is Transport.WEBSOCKET)
+        )
+        if not valid:
+            raise LocalProtocolError(f"framing {self.framing.name} does not fit {self.transport}")
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    @property
+    def pending(self) -> bool:
+        """True while output or events wait for the session."""
+        return bool(self.outbuf) or bool(self.events)
+
+    def take_output(self) -> bytes:
+        """Drain `outbuf`. The buffer object itself is kept: the hub holds a reference to it,
+        so never rebind `outbuf`; clear it (as here) or `del outbuf[:n]` after a partial write."""
+        data = bytes(self.outbuf)
+        self.outbuf.clear()
+        return data
+
+    def take_events(self) -> list[HubEvent]:
+        events = self.events[:]
+        self.events.clear()
+        return events
+
+    def filter_context(self, pub_meta: Mapping[str, str]) -> FilterContext:
+        """What filters see of this subscriber, for an item carrying `pub_meta`."""
+        cut = len(self.channel_prefix)
+        names = [c[cut:] if c.startswith(self.channel_prefix) else c for c in self.channels]
+        prev_ids = {
+            names[i]: s.prev_id
+            for i, s in enumerate(self.channels.values())
+            if s.prev_id is not None
+        }
+        return FilterContext(
+            sub_meta=self.meta, pub_meta=pub_meta, channels=frozenset(names), prev_ids=prev_ids
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelChange:
+    """A channel gained its first subscriber (`subscribed`) or lost its last one."""
+
+    channel: str
+    subscribed: bool
+
+
+@dataclass(slots=True)
+class PublishResult:
+    """What one publish did: deliveries made, and subscribers that now need the adapter.
+
+    `woken` lists each subscriber whose output or events went from empty to pending; one with
+    both may appear twice, so adapters collect them into a set of connections to flush.
+    """
+
+    delivered: int = 0
+    woken: list[Hashable] = field(default_factory=list)
+
+
+class _Members:
+    """The members of one channel, split into fast (by framing) and slow."""
+
+    __slots__ = ("fast", "slow")
+
+    def __init__(self) -> None:
+        self.fast: tuple[dict[Hashable, bytearray], ...] = ({}, {}, {})
+        self.slow: dict[Subscriber, Subscription] = {}
+
+    def __len__(self) -> int:
+        return len(self.slow) + sum(len(d) for d in self.fast)
+
+    def add(self, sub: Subscriber, subscription: Subscription) -> None:
+        self.discard(sub)
+        if subscription.is_fast and sub.framing is not Framing.NONE:
+            assert sub.framing is not None
+            self.fast[sub.framing][sub] = sub.outbuf
+        else:
+            self.slow[sub] = subscription
+
+    def discard(self, sub: Subscriber) -> None:
+        self.slow.pop(sub, None)
+        for d in self.fast:
+            d.pop(sub, None)
+
+    def __iter__(self) -> Iterator[Subscriber]:
+        yield from self.slow
+        for d in self.fast:
+            yield from d  # type: ignore[misc]
+
+
+class Hub:
+    """Channel -> subscribers, and fan-out of published items to them.
+
+    Raises `LocalProtocolError` only when the caller misuses it (for example subscribing a
+    subscriber to an empty channel name). Never raises for what a publisher sent: a filter
+    error becomes a `FilterFailed` event for that one subscriber.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_channels_per_subscriber: int = DEFAULT_MAX_CHANNELS_PER_SUBSCRIBER,
+        max_output_buffer: int = DEFAULT_MAX_OUTPUT_BUFFER,
+    ) -> None:
+        self.max_channels_per_subscriber = max_channels_per_subscriber
+        self.max_output_buffer = max_output_buffer
+        self._channels: dict[str, _Members] = {}
+        self._changes: list[ChannelChange] = []
+
+    # --- membership ---
+
+    def subscribe(
+        self,
+        sub: Subscriber,
+        channel: str,
+        *,
+        filters: Sequence[str] = (),
+        prev_id: str | None = None,
+    ) -> bool:
+        """Subscribe `sub` to `channel`. Returns False (and does nothing) when the subscriber is
+        already at the channel limit. Subscribing again replaces filters and prev-id."""
+        if not channel:
+            raise LocalProtocolError("channel name must not be empty")
+        if channel not in sub.channels and len(sub.channels) >= self.max_channels_per_subscriber:
+            return False
+        subscription = Subscription(tuple(filters), prev_id)
+        sub.channels[channel] = subscription
+        members = self._channels.get(channel)
+        if members is None:
+            members = self._channels[channel] = _Members()
+            self._changes.append(ChannelChange(channel, subscribed=True))
+        members.add(sub, subscription)
+        return True
+
+    def unsubscribe(self, sub: Subscriber, channel: str) -> bool:
+        """Remove `sub` from `channel`; False when it was not subscribed."""
+        if sub.channels.pop(channel, None) is None:
+            return False
+        members = self._channels[channel]
+        members.discard(sub)
+        if not len(members):
+            del self._channels[channel]
+            self._changes.append(ChannelChange(channel, subscribed=False))
+        return True
+
+    def remove(self, sub: Subscriber) -> None:
+        """Remove `sub` from every channel (the connection ended)."""
+        for channel in list(sub.channels):
+            self.unsubscribe(sub, channel)
+
+    def set_prev_id(self, sub: Subscriber, channel: str, prev_id: str | None) -> None:
+        """Update the prev-id a subscription expects (after a recovery response, say)."""
+        subscription = sub.channels.get(channel)
+        if subscription is None:
+            raise LocalProtocolError(f"not subscribed to channel {channel!r}")
+        self.subscribe(sub, channel, filters=subscription.filters, prev_id=prev_id)
+
+    def take_channel_changes(self) -> list[ChannelChange]:
+        """Channels that gained a first or lost a last subscriber since the last call, in order.
+        The sequencer forgets a channel's state, and a cluster engine (un)subscribes, on these."""
+        changes, self._changes = self._changes, []
+        return changes
+
+    def has_subscribers(self, channel: str) -> bool:
+        return channel in self._channels
+
+    def subscriber_count(self, channel: str) -> int:
+        members = self._channels.get(channel)
+        return len(members) if members is not None else 0
+
+    def subscribers(self, channel: str) -> list[Subscriber]:
+        members = self._channels.get(channel)
+        return list(members) if members is not None else []
+
+    def channels(self) -> Iterable[str]:
+        return self._channels.keys()
+
+    # --- fan-out ---
+
+    def publish(self, item: Item) -> PublishResult:
+        """Deliver one (already sequenced) item to the channel's subscribers."""
+        result = PublishResult()
+        members = self._channels.get(item.channel)
+        if members is None:
+            return result
+        self._publish_fast(item, members, result)
+        for sub, subscription in list(members.slow.items()):
+            self._deliver_slow(sub, subscription, item, result)
+        return result
+
+    def _publish_fast(self, item: Item, members: _Members, result: PublishResult) -> None:
+        raw, chunked, ws = members.fast
+        overflowed: list[Hashable] = []
+        limit = self.max_output_buffer
+        stream = item.http_stream
+        if stream is not None and (raw or chunked):
+            if stream.action == "send":
+                if not stream.content_filters:
+                    content = stream.content
+                    if raw:
+                        result.delivered += fanout(raw, content, result.woken, overflowed, limit)
+                    if chunked:
+                        payload = encode_chunk(content)
+                        result.delivered += fanout(
+                            chunked, payload, result.woken, overflowed, limit
+                        )
+            else:
+                for sub in [*raw, *chunked]:
+                    self._action(sub, item.channel, stream, result)  # type: ignore[arg-type]
+        message = item.ws_message
+        if message is not None and ws:
+            if message.action == "send":
+                if not message.content_filters:
+                    frame = encode_ws_frame(WS_OPCODES[message.type], message.content)
+                    result.delivered += fanout(ws, frame, result.woken, overflowed, limit)
+            else:
+                for sub in list(ws):
+                    self._action(sub, item.channel, message, result)  # type: ignore[arg-type]
+        for sub in overflowed:
+            self._overflow(sub, item, result)  # type: ignore[arg-type]
+
+    def _overflow(self, sub: Subscriber, item: Item, result: PublishResult) -> None:
+        fmt = item.http_stream if sub.transport is Transport.STREAM else item.ws_message
+        size = len(fmt.content) if fmt is not None else 0
+        self._emit(sub, BufferOverflow(item.channel, size), result)
+
+    def _emit(self, sub: Subscriber, event: HubEvent, result: PublishResult) -> None:
+        if not sub.pending:
+            result.woken.append(sub)
+        sub.events.append(event)
+
+    def _action(
+        self,
+        sub: Subscriber,
+        channel: str,
+        fmt: HttpResponseFormat | HttpStreamFormat | WsMessageFormat,
+        result: PublishResult,
+    ) -> None:
+        """Non-send actions: hint, refresh, close (each ignored where Pushpin ignores it)."""
+        action = fmt.action
+        if action == "hint" and sub.transport is not Transport.WEBSOCKET:
+            self._emit(sub, HintReceived(channel), result)
+        elif action == "refresh" and sub.transport is Transport.WEBSOCKET:
+            self._emit(sub, RefreshRequested(channel), result)
+        elif action == "close" and sub.transport is not Transport.RESPONSE:
+            code = reason = None
+            if isinstance(fmt, WsMessageFormat):
+                code, reason = fmt.code, fmt.reason
+            self.remove(sub)
+            self._emit(sub, CloseRequested(channel, code, reason), result)
+
+    def _deliver_slow(
+        self, sub: Subscriber, subscription: Subscription, item: Item, result: PublishResult
+    ) -> None:
+        fmt: HttpResponseFormat | HttpStreamFormat | WsMessageFormat | None
+        if sub.transport is Transport.RESPONSE:
+            fmt = item.http_response
+        elif sub.transport is Transport.STREAM:
+            fmt = item.http_stream
+        else:
+            fmt = item.ws_message
+        if fmt is None:
+            return
+        if fmt.action != "send":
+            self._action(sub, item.channel, fmt, result)
+            return
+        expected = subscription.prev_id
+        if expected is not None and item.prev_id is not None and item.prev_id != expected:
+            self._emit(sub, GapDetected(item.channel, expected, item.prev_id), result)
+            return
+        if not matches_content_filters(fmt.content_filters, subscription.filters):
+            return
+        content: bytes | None
+        content = fmt.body if isinstance(fmt, HttpResponseFormat) else fmt.content
+        if needs_filtering(subscription.filters):
+            # a body-patch has no content yet: the chain still decides whether to deliver
+            try:
+                filtered = apply_filters(
+                    subscription.filters,
+                    sub.filter_context(item.meta),
+                    content if content is not None else b"",
+                )
+            except FilterError as exc:
+                self._emit(sub, FilterFailed(item.channel, str(exc)), result)
+                return
+            if filtered is None:
+                return
+            if content is not None:
+                content = filtered
+        if expected is not None and item.id is not None:
+            subscription.prev_id = item.id
+        if isinstance(fmt, HttpResponseFormat):
+            self.remove(sub)
+            self._emit(sub, ResponseReady(item.channel, item.id, fmt, content), result)
+            result.delivered += 1
+            return
+        assert content is not None
+        if sub.framing is Framing.WEBSOCKET:
+            assert isinstance(fmt, WsMessageFormat)
+            payload = encode_ws_frame(WS_OPCODES[fmt.type], content)
+        elif sub.framing is Framing.CHUNKED:
+            payload = encode_chunk(content)
+        else:
+            payload = content
+        limit = self.max_output_buffer
+        if limit and len(sub.outbuf) + len(payload) > limit:
+            self._emit(sub, BufferOverflow(item.channel, len(content)), result)
+            return
+        if not sub.pending:
+            result.woken.append(sub)
+        sub.outbuf += payload
+        result.delivered += 1

@@ -1,0 +1,56 @@
+"""Selector for the hot path: the compiled `_fast` when it imported, else the pure twin.
+
+`GRIPCORE_NO_EXTENSIONS=1` forces the pure twin (`_fast_py`). `GRIPCORE_REQUIRE_EXTENSIONS=1`
+turns a missing or broken compiled module into an ImportError instead of a silent fallback, so
+a CI leg can prove the compiled one is in use. Every other module imports hot functions from here
+and nowhere else.
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+from . import _fast_py
+
+__all__ = [
+    "COMPILED",
+    "encode_chunk",
+    "encode_woh_event",
+    "encode_ws_frame",
+    "fanout",
+    "impl",
+    "ws_frame_header",
+]
+
+_TRUE = ("1", "true", "yes", "on")
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in _TRUE
+
+
+def _select() -> ModuleType:
+    if _env_flag("GRIPCORE_NO_EXTENSIONS"):
+        return _fast_py
+    try:
+        from . import _fast  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        if _env_flag("GRIPCORE_REQUIRE_EXTENSIONS"):
+            raise
+        return _fast_py
+    return _fast  # type: ignore[no-any-return,unused-ignore]
+
+
+impl: ModuleType = _select()
+COMPILED: bool = impl is not _fast_py
+
+if TYPE_CHECKING:
+    from ._fast_py import encode_chunk, encode_woh_event, encode_ws_frame, fanout, ws_frame_header
+else:
+    encode_chunk = impl.encode_chunk
+    encode_woh_event = impl.encode_woh_event
+    encode_ws_frame = impl.encode_ws_frame
+    fanout = impl.fanout
+    ws_frame_header = impl.ws_frame_header

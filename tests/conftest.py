@@ -1,0 +1,53 @@
+"""Shared fixtures: the hot-path implementations (compiled and pure) and hypothesis profiles."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from types import ModuleType
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from gripcore import _fast_py, _speedups
+
+settings.register_profile(
+    "default", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=100
+)
+settings.register_profile("ci", parent=settings.get_profile("default"), derandomize=True)
+settings.load_profile("ci" if os.environ.get("CI") else "default")
+
+
+def _implementations() -> list[ModuleType]:
+    impls: list[ModuleType] = [_fast_py]
+    try:
+        from gripcore import _fast  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        if os.environ.get("GRIPCORE_REQUIRE_EXTENSIONS") == "1":
+            raise
+    else:
+        impls.append(_fast)
+    return impls
+
+
+IMPLEMENTATIONS = _implementations()
+
+
+@pytest.fixture(params=IMPLEMENTATIONS, ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+def fast(request: pytest.FixtureRequest) -> ModuleType:
+    """Each hot-path implementation in turn: the pure twin, then the compiled one if built."""
+    impl: ModuleType = request.param
+    return impl
+
+
+@pytest.fixture(autouse=True)
+def _close_test_clients() -> Iterator[None]:
+    """Close every raw client socket a test opened (tests/e2e_support.py)."""
+    from .e2e_support import OPEN_CLIENTS
+
+    yield
+    while OPEN_CLIENTS:
+        OPEN_CLIENTS.pop().close()
+
+
+__all__ = ["IMPLEMENTATIONS", "_speedups"]

@@ -1,0 +1,368 @@
+"""End-to-end test support: a real gripcore server, real origins and raw clients on loopback.
+
+Nothing here is mocked: the proxy runs its asyncio adapter on real sockets in a background
+thread; origins are real HTTP servers (stdlib `http.server`, or third-party GRIP libraries);
+clients speak raw bytes over sockets so tests can assert exactly what a client receives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from gripcore._config import Config
+
+DEFAULT_TIMEOUT = 5.0
+
+# Every client socket a test opens, closed after each test by the autouse fixture in conftest.
+OPEN_CLIENTS: list[RawClient] = []
+
+
+class ProxyThread:
+    """A gripcore server (asyncio adapter) running in a background thread."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.loop = asyncio.new_event_loop()
+        self.server: Any = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="gripcore-proxy", daemon=True)
+
+    def _run(self) -> None:
+        from gripcore.adapters.asyncio._server import Server
+
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.server = Server(self.config)
+            self.loop.run_until_complete(self.server.start())
+        except BaseException as exc:  # reported to the starting thread
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        self.loop.run_forever()
+        self.loop.run_until_complete(self.server.close())
+        self.loop.close()
+
+    def start(self) -> ProxyThread:
+        self._thread.start()
+        self._ready.wait(10)
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def stop(self) -> None:
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run `fn` on the proxy's loop and return its result."""
+        result: list[Any] = []
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                result.append(fn())
+            finally:
+                done.set()
+
+        self.loop.call_soon_threadsafe(run)
+        done.wait(5)
+        return result[0] if result else None
+
+    @property
+    def port(self) -> int:
+        return int(self.server.listen_addresses[0][1])
+
+    @property
+    def publish_port(self) -> int:
+        assert self.server.publish_address is not None
+        return int(self.server.publish_address[1])
+
+
+@contextlib.contextmanager
+def running_proxy(**options: Any) -> Iterator[ProxyThread]:
+    options.setdefault("listen", (("127.0.0.1", 0),))
+    options.setdefault("publish_listen", ("127.0.0.1", 0))
+    proxy = ProxyThread(Config(**options)).start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+# --- origins -----------------------------------------------------------------------------
+
+
+@dataclass
+class OriginRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+    header_list: list[tuple[str, str]]
+    body: bytes
+
+
+Handler = Callable[[OriginRequest], tuple[int, list[tuple[str, str]], bytes]]
+
+
+@dataclass
+class Origin:
+    """A real HTTP/1.1 origin on loopback; `routes` maps a path (without query) to a handler."""
+
+    routes: dict[str, Handler] = field(default_factory=dict)
+    requests: list[OriginRequest] = field(default_factory=list)
+    server: ThreadingHTTPServer | None = None
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return int(self.server.server_address[1])
+
+    def start(self) -> Origin:
+        origin = self
+
+        class RequestHandler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                request = OriginRequest(
+                    self.command,
+                    self.path,
+                    {k.lower(): v for k, v in self.headers.items()},
+                    list(self.headers.items()),
+                    body,
+                )
+                origin.requests.append(request)
+                handler = origin.routes.get(self.path.split("?", 1)[0])
+                if handler is None:
+                    status, headers, out = 404, [("Content-Type", "text/plain")], b"no such path\n"
+                else:
+                    status, headers, out = handler(request)
+                self.send_response_only(status)  # no Server/Date: tests compare exact bytes
+                for name, value in headers:
+                    self.send_header(name, value)
+                if not any(n.lower() == "content-length" for n, _ in headers):
+                    self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _serve
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), RequestHandler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+# --- clients -----------------------------------------------------------------------------
+
+
+class RawClient:
+    """A client socket that sends raw bytes and reads what comes back."""
+
+    def __init__(self, port: int, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buffer = b""
+        OPEN_CLIENTS.append(self)
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def get(self, path: str, headers: str = "", host: str = "example.com") -> None:
+        self.send(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{headers}\r\n".encode())
+
+    def read_until(self, marker: bytes, timeout: float = DEFAULT_TIMEOUT) -> bytes:
+        """Everything up to and including `marker` (the rest stays buffered)."""
+        deadline = time.monotonic() + timeout
+        while marker not in self.buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"{marker!r} not received; got {self.buffer!r}")
+            self.sock.settimeout(remaining)
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"closed before {marker!r}; got {self.buffer!r}")
+            self.buffer += chunk
+        end = self.buffer.index(marker) + len(marker)
+        data, self.buffer = self.buffer[:end], self.buffer[end:]
+        return data
+
+    def read_exactly(self, n: int, timeout: float = DEFAULT_TIMEOUT) -> bytes:
+        deadline = time.monotonic() + timeout
+        while len(self.buffer) < n:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"wanted {n} bytes; got {self.buffer!r}")
+            self.sock.settimeout(remaining)
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"closed after {self.buffer!r}")
+            self.buffer += chunk
+        data, self.buffer = self.buffer[:n], self.buffer[n:]
+        return data
+
+    def read_to_close(self, timeout: float = DEFAULT_TIMEOUT) -> bytes:
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"not closed; got {self.buffer!r}")
+            self.sock.settimeout(remaining)
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                data, self.buffer = self.buffer, b""
+                return data
+            self.buffer += chunk
+
+    def read_response(self, timeout: float = DEFAULT_TIMEOUT) -> tuple[bytes, bytes]:
+        """A whole Content-Length response: (head, body)."""
+        head = self.read_until(b"\r\n\r\n", timeout)
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        return head, self.read_exactly(length, timeout)
+
+    def nothing_for(self, seconds: float) -> bool:
+        """True when nothing arrives for `seconds` (and the connection stays open)."""
+        self.sock.settimeout(seconds)
+        try:
+            chunk = self.sock.recv(65536)
+        except TimeoutError:
+            return True
+        self.buffer += chunk
+        return False
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def publish(
+    port: int, items: list[dict[str, Any]], headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
+    """POST items to the publish API with a raw socket; returns (status, body)."""
+    body = json.dumps({"items": items}).encode()
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    client = RawClient(port)
+    try:
+        client.send(
+            f"POST /publish/ HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n".encode()
+            + body
+        )
+        head, data = client.read_response()
+    finally:
+        client.close()
+    status = int(head.split(b" ", 2)[1])
+    return status, data
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = DEFAULT_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met")
+        time.sleep(0.01)
+
+
+def subscribers(proxy: ProxyThread, channel: str) -> int:
+    return int(proxy.call(lambda: proxy.server.broker.hub.subscriber_count(channel)))
+
+
+class WsClient:
+    """A WebSocket client (wsproto) over a raw socket, for end-to-end tests."""
+
+    def __init__(
+        self,
+        port: int,
+        path: str,
+        host: str = "example.com",
+        extra_headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        from wsproto import WSConnection
+        from wsproto.connection import ConnectionType
+        from wsproto.events import Request
+
+        self.raw = RawClient(port)
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        self.raw.send(
+            self.ws.send(Request(host=host, target=path, extra_headers=extra_headers or []))
+        )
+        self.events: list[Any] = []
+        self.handshake: Any = None
+        self.closed: Any = None
+
+    def _pump(self, timeout: float) -> None:
+        self.raw.sock.settimeout(timeout)
+        data = self.raw.sock.recv(65536)
+        if not data:
+            raise ConnectionError("closed")
+        self.ws.receive_data(data)
+        for event in self.ws.events():
+            self.events.append(event)
+
+    def accept(self, timeout: float = DEFAULT_TIMEOUT) -> Any:
+        """Wait for the handshake answer: AcceptConnection or RejectConnection (+ data)."""
+        from wsproto.events import AcceptConnection, RejectConnection
+
+        deadline = time.monotonic() + timeout
+        while True:
+            for event in self.events:
+                if isinstance(event, AcceptConnection | RejectConnection):
+                    self.events.remove(event)
+                    self.handshake = event
+                    return event
+            self._pump(max(0.01, deadline - time.monotonic()))
+
+    def next_event(self, timeout: float = DEFAULT_TIMEOUT) -> Any:
+        deadline = time.monotonic() + timeout
+        while not self.events:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("no WebSocket event")
+            self._pump(remaining)
+        return self.events.pop(0)
+
+    def receive_message(self, timeout: float = DEFAULT_TIMEOUT) -> str | bytes:
+        from wsproto.events import BytesMessage, TextMessage
+
+        parts: list[Any] = []
+        while True:
+            event = self.next_event(timeout)
+            if isinstance(event, TextMessage | BytesMessage):
+                parts.append(event.data)
+                if event.message_finished:
+                    return "".join(parts) if isinstance(event, TextMessage) else b"".join(parts)
+            else:
+                raise AssertionError(f"expected a message, got {event!r}")
+
+    def send_text(self, text: str) -> None:
+        from wsproto.events import TextMessage
+
+        self.raw.send(self.ws.send(TextMessage(data=text)))
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        from wsproto.events import CloseConnection
+
+        self.raw.send(self.ws.send(CloseConnection(code=code, reason=reason)))

@@ -1,0 +1,325 @@
+"""End-to-end: HTTP clients, a real origin and the publish API, all on loopback sockets.
+
+Each test asserts the exact bytes a client receives.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from gripcore._sig import parse_key_spec, validate_sig
+
+from .e2e_support import (
+    Origin,
+    OriginRequest,
+    ProxyThread,
+    RawClient,
+    publish,
+    running_proxy,
+    subscribers,
+    wait_for,
+)
+
+pytestmark = pytest.mark.e2e
+
+SIG_KEY = "e2e-secret-key-that-is-long-enough-32b"
+
+
+def grip(headers: list[tuple[str, str]], body: bytes = b"", status: int = 200):  # type: ignore[no-untyped-def]
+    return lambda request: (status, headers, body)
+
+
+@pytest.fixture(scope="module")
+def origin() -> Iterator[Origin]:
+    server = Origin().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def proxy(origin: Origin) -> Iterator[ProxyThread]:
+    with running_proxy(
+        routes=(f"* 127.0.0.1:{origin.port},over_http",), sig_key=SIG_KEY, sig_iss="gripcore-test"
+    ) as p:
+        yield p
+
+
+@pytest.fixture
+def client(proxy: ProxyThread) -> Iterator[RawClient]:
+    c = RawClient(proxy.port)
+    yield c
+    c.close()
+
+
+def test_stream_hold_exact_bytes_and_publish(
+    origin: Origin, proxy: ProxyThread, client: RawClient
+) -> None:
+    origin.routes["/stream1"] = grip(
+        [("Content-Type", "text/event-stream"), ("Grip-Hold", "stream"), ("Grip-Channel", "s1")],
+        b"event: open\n\n",
+    )
+    client.get("/stream1")
+    head = client.read_until(b"\r\n\r\n")
+    assert head == (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: Transfer-Encoding\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    assert client.read_until(b"\r\n", 5) + client.read_until(b"\r\n") == b"d\r\nevent: open\n\n\r\n"
+    wait_for(lambda: subscribers(proxy, "s1") == 1)
+    status, body = publish(
+        proxy.publish_port,
+        [{"channel": "s1", "formats": {"http-stream": {"content": "data: one\n\n"}}}],
+    )
+    assert (status, body) == (200, b"Published\n")
+    assert client.read_until(b"one\n\n\r\n") == b"b\r\ndata: one\n\n\r\n"
+    publish(
+        proxy.publish_port, [{"channel": "s1", "formats": {"http-stream": {"action": "close"}}}]
+    )
+    assert client.read_until(b"0\r\n\r\n") == b"0\r\n\r\n"  # the last chunk; kept alive
+    wait_for(lambda: subscribers(proxy, "s1") == 0)
+    client.get("/stream1")
+    assert client.read_until(b"\r\n\r\n").startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+def test_response_hold_delivers_published_response(
+    origin: Origin, proxy: ProxyThread, client: RawClient
+) -> None:
+    origin.routes["/poll1"] = grip(
+        [
+            ("Content-Type", "application/json"),
+            ("X-Kept", "timeout-value"),
+            ("Grip-Hold", "response"),
+            ("Grip-Channel", "p1"),
+        ],
+        b"[]\n",
+    )
+    client.get("/poll1")
+    wait_for(lambda: subscribers(proxy, "p1") == 1)
+    assert client.nothing_for(0.2)  # held: nothing before a publish
+    publish(
+        proxy.publish_port,
+        [
+            {
+                "channel": "p1",
+                "formats": {
+                    "http-response": {
+                        "code": 201,
+                        "headers": {"X-Kept": "published", "X-New": "1"},
+                        "body": '["hi"]\n',
+                    }
+                },
+            }
+        ],
+    )
+    head, body = client.read_response()
+    assert head == (
+        b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nX-Kept: published\r\n"
+        b"X-New: 1\r\nContent-Length: 7\r\n\r\n"
+    )
+    assert body == b'["hi"]\n'
+    # keep-alive: the same connection serves the next request
+    origin.routes["/plain"] = grip([("Content-Type", "text/plain")], b"plain\n")
+    client.get("/plain")
+    assert client.read_response()[1] == b"plain\n"
+
+
+def test_response_hold_times_out_with_original_response(
+    origin: Origin, proxy: ProxyThread, client: RawClient
+) -> None:
+    origin.routes["/poll-timeout"] = grip(
+        [
+            ("Content-Type", "text/plain"),
+            ("Grip-Hold", "response"),
+            ("Grip-Channel", "never"),
+            ("Grip-Timeout", "1"),  # raised to the minimum of 5 s
+        ],
+        b"nothing new\n",
+    )
+    client.get("/poll-timeout")
+    wait_for(lambda: subscribers(proxy, "never") == 1)
+    assert client.nothing_for(4.0)
+    head, body = client.read_response(timeout=3)
+    assert head == b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\r\n"
+    assert body == b"nothing new\n"
+
+
+def test_non_grip_response_passes_through(
+    origin: Origin, proxy: ProxyThread, client: RawClient
+) -> None:
+    origin.routes["/static"] = grip([("Content-Type", "text/html"), ("X-Thing", "a")], b"<p>hi</p>")
+    client.get("/static")
+    head, body = client.read_response()
+    assert head == (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nX-Thing: a\r\nContent-Length: 9\r\n\r\n"
+    )
+    assert body == b"<p>hi</p>"
+
+
+def test_origin_sees_signed_request_without_client_grip_headers(
+    origin: Origin, proxy: ProxyThread, client: RawClient
+) -> None:
+    origin.routes["/inspect"] = grip([("Content-Type", "text/plain")], b"ok")
+    client.get("/inspect", headers="Grip-Last: injected; last-id=1\r\nGrip-Sig: forged\r\n")
+    client.read_response()
+    seen = origin.requests[-1]
+    assert "grip-last" not in seen.headers
+    claims = validate_sig(
+        seen.headers["grip-sig"], parse_key_spec(SIG_KEY), now=__import__("time").time()
+    )
+    assert claims["iss"] == "gripcore-test"
+    assert "filter:skip-self" in seen.headers["grip-feature"]
+    assert seen.headers["host"] == "example.com"
+
+
+def test_invalid_instruct_is_502(origin: Origin, proxy: ProxyThread, client: RawClient) -> None:
+    origin.routes["/bad"] = grip([("Grip-Hold", "forever"), ("Grip-Channel", "x")])
+    client.get("/bad")
+    head, body = client.read_response()
+    assert head.startswith(b"HTTP/1.1 502 Bad Gateway\r\n")
+    assert body == b"Error while proxying to origin.\n"
+
+
+def test_hint_retries_long_poll_with_grip_last(
+    origin: Origin, proxy: ProxyThread, client: RawClient
+) -> None:
+    calls: list[OriginRequest] = []
+
+    def handler(request: OriginRequest):  # type: ignore[no-untyped-def]
+        calls.append(request)
+        if len(calls) == 1:
+            return 200, [("Grip-Hold", "response"), ("Grip-Channel", "h1; prev-id=7")], b"old\n"
+        return 200, [("Content-Type", "text/plain")], b"fresh after hint\n"
+
+    origin.routes["/hinted"] = handler
+    client.get("/hinted")
+    wait_for(lambda: subscribers(proxy, "h1") == 1)
+    publish(
+        proxy.publish_port, [{"channel": "h1", "formats": {"http-response": {"action": "hint"}}}]
+    )
+    _head, body = client.read_response()
+    assert body == b"fresh after hint\n"
+    assert calls[1].headers["grip-last"] == 'h1; last-id="7"'
+
+
+def test_stream_keep_alive(origin: Origin, proxy: ProxyThread, client: RawClient) -> None:
+    origin.routes["/ka"] = grip(
+        [
+            ("Grip-Hold", "stream"),
+            ("Grip-Channel", "ka"),
+            ("Grip-Keep-Alive", ":\\n\\n; format=cstring; timeout=1"),
+        ]
+    )
+    client.get("/ka")
+    client.read_until(b"\r\n\r\n")
+    assert client.read_until(b":\n\n\r\n", timeout=3) == b"3\r\n:\n\n\r\n"
+
+
+def test_dedup_and_ordering(origin: Origin, proxy: ProxyThread, client: RawClient) -> None:
+    origin.routes["/seq"] = grip([("Grip-Hold", "stream"), ("Grip-Channel", "seq")])
+    client.get("/seq")
+    client.read_until(b"\r\n\r\n")
+    wait_for(lambda: subscribers(proxy, "seq") == 1)
+
+    def item(id_: str, prev: str | None) -> dict[str, object]:
+        out: dict[str, object] = {
+            "channel": "seq",
+            "id": id_,
+            "formats": {"http-stream": {"content": id_}},
+        }
+        if prev:
+            out["prev-id"] = prev
+        return out
+
+    publish(proxy.publish_port, [item("1", None)])
+    publish(proxy.publish_port, [item("3", "2"), item("2", "1"), item("2", "1")])
+    assert client.read_until(b"3\r\n") == b"1\r\n1\r\n1\r\n2\r\n1\r\n3\r\n"
+    assert client.nothing_for(0.2)
+
+
+def test_route_not_found_is_502() -> None:
+    with running_proxy(routes=("example.org 127.0.0.1:9",)) as p:
+        c = RawClient(p.port)
+        c.get("/", host="other.example")
+        head, body = c.read_response()
+        assert head.startswith(b"HTTP/1.1 502 Bad Gateway\r\n")
+        assert body == b"Route not found.\n"
+
+
+def test_origin_down_is_502_and_others_keep_working(
+    origin: Origin, proxy: ProxyThread, client: RawClient
+) -> None:
+    with running_proxy(routes=("* 127.0.0.1:1",)) as p:
+        c = RawClient(p.port)
+        c.get("/")
+        head, body = c.read_response()
+        assert head.startswith(b"HTTP/1.1 502 Bad Gateway\r\n")
+        assert body == b"Error while proxying to origin.\n"
+
+
+def test_malformed_request_gets_400_and_other_connections_work(
+    origin: Origin, proxy: ProxyThread, client: RawClient
+) -> None:
+    origin.routes["/alive"] = grip([("Grip-Hold", "stream"), ("Grip-Channel", "alive")])
+    client.get("/alive")
+    client.read_until(b"\r\n\r\n")
+    bad = RawClient(proxy.port)
+    bad.send(b"GARBAGE\r\n\r\n")
+    assert bad.read_to_close().startswith(b"HTTP/1.1 400 ")
+    huge = RawClient(proxy.port)
+    huge.send(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
+    assert huge.read_to_close().startswith(b"HTTP/1.1 431 ")
+    wait_for(lambda: subscribers(proxy, "alive") == 1)
+    publish(
+        proxy.publish_port,
+        [{"channel": "alive", "formats": {"http-stream": {"content": "still here"}}}],
+    )
+    assert client.read_until(b"still here\r\n") == b"a\r\nstill here\r\n"
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "body"),
+    [
+        (
+            b"POST /publish/ HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nnope!",
+            400,
+            b"Body is not valid JSON.\n",
+        ),
+        (b"GET /publish/ HTTP/1.1\r\nHost: x\r\n\r\n", 405, b"Method Not Allowed\n"),
+        (
+            b"POST /publish/ HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n",
+            413,
+            b"Request body too large (limit 1000000 bytes).\n",
+        ),
+        (
+            b'POST /publish/ HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n{"items":1}',
+            400,
+            b"Invalid format: object contains 'items' with wrong type\n",
+        ),
+        (b"POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 404, b"Not Found\n"),
+    ],
+)
+def test_publish_api_errors(
+    proxy: ProxyThread, request_bytes: bytes, status: int, body: bytes
+) -> None:
+    c = RawClient(proxy.publish_port)
+    c.send(request_bytes)
+    head, data = c.read_response()
+    assert int(head.split(b" ")[1]) == status
+    assert data == body
+
+
+def test_publish_json_answer_and_fastly_path(proxy: ProxyThread) -> None:
+    c = RawClient(proxy.publish_port)
+    body = json.dumps(
+        {"items": [{"channel": "nobody", "formats": {"ws-message": {"content": "x"}}}]}
+    ).encode()
+    c.send(
+        b"POST /service/SVC123/publish/ HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    head, data = c.read_response()
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert json.loads(data) == {"message": "Published"}

@@ -1,0 +1,205 @@
+"""One suite for both hot-path implementations (`_fast_py`, the reference, and `_fast`)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from types import ModuleType
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from wsproto.frame_protocol import FrameDecoder, Opcode
+
+from gripcore import _fast_py, _speedups
+
+from .conftest import IMPLEMENTATIONS
+
+CHUNK_VECTORS = [
+    (b"", b""),
+    (b"a", b"1\r\na\r\n"),
+    (b"hello", b"5\r\nhello\r\n"),
+    (b"x" * 16, b"10\r\n" + b"x" * 16 + b"\r\n"),
+    (b"x" * 255, b"ff\r\n" + b"x" * 255 + b"\r\n"),
+    (b"\r\n0\r\n\r\n", b"7\r\n\r\n0\r\n\r\n\r\n"),
+]
+
+WS_HEADER_VECTORS = [
+    (1, 0, b"\x81\x00"),
+    (2, 125, b"\x82\x7d"),
+    (1, 126, b"\x81\x7e\x00\x7e"),
+    (1, 0xFFFF, b"\x81\x7e\xff\xff"),
+    (2, 0x10000, b"\x82\x7f\x00\x00\x00\x00\x00\x01\x00\x00"),
+    (8, 2, b"\x88\x02"),
+    (9, 0, b"\x89\x00"),
+    (0xA, 3, b"\x8a\x03"),
+]
+
+WOH_VECTORS = [
+    (b"OPEN", None, b"OPEN\r\n"),
+    (b"TEXT", b"hello", b"TEXT 5\r\nhello\r\n"),
+    (b"BINARY", b"\x00" * 26, b"BINARY 1a\r\n" + b"\x00" * 26 + b"\r\n"),
+    (b"CLOSE", b"\x03\xe8", b"CLOSE 2\r\n\x03\xe8\r\n"),
+    (b"PING", b"", b"PING 0\r\n\r\n"),
+]
+
+
+@pytest.mark.parametrize(("data", "expected"), CHUNK_VECTORS)
+def test_encode_chunk(fast: ModuleType, data: bytes, expected: bytes) -> None:
+    assert fast.encode_chunk(data) == expected
+
+
+@pytest.mark.parametrize(("opcode", "length", "expected"), WS_HEADER_VECTORS)
+def test_ws_frame_header(fast: ModuleType, opcode: int, length: int, expected: bytes) -> None:
+    assert fast.ws_frame_header(opcode, length) == expected
+
+
+@pytest.mark.parametrize(("opcode", "length"), [(-1, 0), (16, 0), (1, -1)])
+def test_ws_frame_header_rejects(fast: ModuleType, opcode: int, length: int) -> None:
+    with pytest.raises(ValueError):
+        fast.ws_frame_header(opcode, length)
+
+
+@pytest.mark.parametrize(("event_type", "content", "expected"), WOH_VECTORS)
+def test_encode_woh_event(
+    fast: ModuleType, event_type: bytes, content: bytes | None, expected: bytes
+) -> None:
+    assert fast.encode_woh_event(event_type, content) == expected
+
+
+@given(payload=st.binary(max_size=70_000), opcode=st.sampled_from([Opcode.TEXT, Opcode.BINARY]))
+def test_ws_frames_decode_with_wsproto(payload: bytes, opcode: Opcode) -> None:
+    """Whatever either implementation encodes, wsproto's own frame decoder reads back."""
+    if opcode is Opcode.TEXT:
+        payload = payload.decode("latin-1").encode("utf-8")
+    for impl in IMPLEMENTATIONS:
+        frame = impl.encode_ws_frame(int(opcode), payload)
+        decoder = FrameDecoder(client=True)
+        decoder.receive_bytes(frame)
+        decoded = decoder.process_buffer()
+        assert decoded is not None
+        assert decoded.opcode is opcode
+        assert decoded.message_finished and decoded.frame_finished
+        got = decoded.payload
+        assert (got.encode("utf-8") if isinstance(got, str) else bytes(got)) == payload
+
+
+@given(data=st.binary(max_size=5000))
+def test_twins_agree_on_encoders(data: bytes) -> None:
+    results = [
+        (
+            impl.encode_chunk(data),
+            impl.encode_ws_frame(2, data),
+            impl.encode_woh_event(b"TEXT", data),
+        )
+        for impl in IMPLEMENTATIONS
+    ]
+    assert all(r == results[0] for r in results)
+    assert results[0][0] == (b"%x\r\n%b\r\n" % (len(data), data) if data else b"")
+
+
+def test_fanout_appends_and_reports_woken(fast: ModuleType) -> None:
+    a, b, c = bytearray(), bytearray(b"pending"), bytearray()
+    targets: dict[object, bytearray] = {"a": a, "b": b, "c": c}
+    woken: list[object] = []
+    overflowed: list[object] = []
+    assert fast.fanout(targets, b"xyz", woken, overflowed, 0) == 3
+    assert (a, b, c) == (bytearray(b"xyz"), bytearray(b"pendingxyz"), bytearray(b"xyz"))
+    assert woken == ["a", "c"]
+    assert overflowed == []
+
+
+def test_fanout_limit_skips_overflowing_buffers(fast: ModuleType) -> None:
+    full, roomy = bytearray(b"12345678"), bytearray(b"1")
+    targets: dict[object, bytearray] = {"full": full, "roomy": roomy}
+    woken: list[object] = []
+    overflowed: list[object] = []
+    assert fast.fanout(targets, b"abc", woken, overflowed, 10) == 1
+    assert full == bytearray(b"12345678")
+    assert roomy == bytearray(b"1abc")
+    assert overflowed == ["full"]
+    assert woken == []
+    # exactly at the limit is allowed
+    assert fast.fanout({"x": bytearray(b"1234567")}, b"abc", woken, overflowed, 10) == 1
+
+
+def test_fanout_empty_payload_still_counts(fast: ModuleType) -> None:
+    buf = bytearray()
+    woken: list[object] = []
+    assert fast.fanout({"k": buf}, b"", woken, [], 0) == 1
+    assert buf == bytearray()
+    assert woken == ["k"]
+
+
+def test_fanout_rejects_non_bytearray(fast: ModuleType) -> None:
+    with pytest.raises(TypeError):
+        fast.fanout({"k": b"immutable"}, b"x", [], [], 0)
+
+
+@given(
+    sizes=st.lists(st.integers(min_value=0, max_value=40), max_size=30),
+    payload=st.binary(max_size=30),
+    limit=st.integers(min_value=0, max_value=80),
+)
+def test_fanout_twins_agree(sizes: list[int], payload: bytes, limit: int) -> None:
+    outcomes = []
+    for impl in IMPLEMENTATIONS:
+        targets = {i: bytearray(b"p" * n) for i, n in enumerate(sizes)}
+        woken: list[object] = []
+        overflowed: list[object] = []
+        count = impl.fanout(targets, payload, woken, overflowed, limit)
+        outcomes.append((count, {k: bytes(v) for k, v in targets.items()}, woken, overflowed))
+    assert all(o == outcomes[0] for o in outcomes)
+
+
+def test_selector_exports_match_the_reference_twin() -> None:
+    for name in _fast_py.__all__:
+        assert getattr(_speedups, name) is getattr(_speedups.impl, name)
+    for impl in IMPLEMENTATIONS:
+        assert set(_fast_py.__all__) <= set(dir(impl))
+
+
+@pytest.mark.skipif(
+    os.environ.get("GRIPCORE_REQUIRE_EXTENSIONS") != "1",
+    reason="only the accelerated leg (GRIPCORE_REQUIRE_EXTENSIONS=1) requires the compiled module",
+)
+def test_compiled_hot_path_is_live() -> None:
+    assert _speedups.COMPILED
+    assert _speedups.impl.__name__ == "gripcore._fast"
+    assert _speedups.impl.__file__ is not None
+    assert not _speedups.impl.__file__.endswith(".py")
+
+
+@pytest.mark.skipif(
+    os.environ.get("GRIPCORE_NO_EXTENSIONS") != "1",
+    reason="only the pure leg (GRIPCORE_NO_EXTENSIONS=1) forces the twin",
+)
+def test_pure_twin_is_live() -> None:
+    assert not _speedups.COMPILED
+    assert _speedups.impl is _fast_py
+
+
+def test_selector_honours_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GRIPCORE_NO_EXTENSIONS", "1")
+    assert _speedups._select() is _fast_py
+    monkeypatch.delenv("GRIPCORE_NO_EXTENSIONS")
+    monkeypatch.delenv("GRIPCORE_REQUIRE_EXTENSIONS", raising=False)
+    # a missing compiled module falls back silently unless extensions are required
+    import gripcore
+
+    monkeypatch.delattr(gripcore, "_fast", raising=False)
+    monkeypatch.setitem(sys.modules, "gripcore._fast", None)
+    assert _speedups._select() is _fast_py
+    monkeypatch.setenv("GRIPCORE_REQUIRE_EXTENSIONS", "1")
+    with pytest.raises(ImportError):
+        _speedups._select()
+
+
+def test_selector_picks_compiled_when_importable(monkeypatch: pytest.MonkeyPatch) -> None:
+    stand_in = ModuleType("gripcore._fast")
+    monkeypatch.delenv("GRIPCORE_NO_EXTENSIONS", raising=False)
+    monkeypatch.setitem(sys.modules, "gripcore._fast", stand_in)
+    import gripcore
+
+    monkeypatch.setattr(gripcore, "_fast", stand_in, raising=False)
+    assert _speedups._select() is stand_in

@@ -1,0 +1,322 @@
+"""The subscription hub: membership, fast and slow fan-out, actions, filters, limits."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gripcore import LocalProtocolError
+from gripcore._hub import (
+    BufferOverflow,
+    ChannelChange,
+    CloseRequested,
+    FilterFailed,
+    Framing,
+    GapDetected,
+    HintReceived,
+    Hub,
+    RefreshRequested,
+    ResponseReady,
+    Subscriber,
+    Transport,
+)
+from gripcore._items import HttpResponseFormat, HttpStreamFormat, Item, WsMessageFormat
+
+
+def stream_item(channel: str, content: bytes, **kw: object) -> Item:
+    return Item(channel=channel, http_stream=HttpStreamFormat(content=content), **kw)  # type: ignore[arg-type]
+
+
+def all_formats(channel: str, text: str, **kw: object) -> Item:
+    data = text.encode()
+    return Item(
+        channel=channel,
+        http_response=HttpResponseFormat(body=data),
+        http_stream=HttpStreamFormat(content=data),
+        ws_message=WsMessageFormat(content=data),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_subscribe_reports_channel_changes() -> None:
+    hub = Hub()
+    a, b = Subscriber(Transport.STREAM), Subscriber(Transport.WEBSOCKET)
+    assert hub.subscribe(a, "news")
+    assert hub.subscribe(b, "news")
+    assert hub.subscriber_count("news") == 2
+    assert hub.take_channel_changes() == [ChannelChange("news", subscribed=True)]
+    assert hub.unsubscribe(a, "news")
+    assert not hub.unsubscribe(a, "news")
+    assert hub.take_channel_changes() == []
+    hub.remove(b)
+    assert hub.take_channel_changes() == [ChannelChange("news", subscribed=False)]
+    assert not hub.has_subscribers("news")
+    assert hub.subscriber_count("news") == 0
+    assert hub.subscribers("news") == []
+    assert list(hub.channels()) == []
+
+
+def test_empty_channel_name_is_a_local_error() -> None:
+    with pytest.raises(LocalProtocolError):
+        Hub().subscribe(Subscriber(Transport.STREAM), "")
+
+
+def test_channel_limit_per_subscriber() -> None:
+    hub = Hub(max_channels_per_subscriber=2)
+    sub = Subscriber(Transport.STREAM)
+    assert hub.subscribe(sub, "a")
+    assert hub.subscribe(sub, "b")
+    assert not hub.subscribe(sub, "c")
+    assert hub.subscribe(sub, "a", filters=("skip-self",))  # re-subscribing is not a new channel
+    assert set(sub.channels) == {"a", "b"}
+    assert not hub.has_subscribers("c")
+
+
+def test_stream_fanout_encodes_once_per_framing() -> None:
+    hub = Hub()
+    chunked = Subscriber(Transport.STREAM)
+    raw = Subscriber(Transport.STREAM, framing=Framing.RAW)
+    ws = Subscriber(Transport.WEBSOCKET)
+    poll = Subscriber(Transport.RESPONSE)
+    for sub in (chunked, raw, ws, poll):
+        hub.subscribe(sub, "news")
+    result = hub.publish(all_formats("news", "data: hi\n\n"))
+    assert result.delivered == 4
+    assert chunked.take_output() == b"a\r\ndata: hi\n\n\r\n"
+    assert raw.take_output() == b"data: hi\n\n"
+    assert ws.take_output() == b"\x81\x0adata: hi\n\n"
+    assert poll.outbuf == bytearray()
+    [event] = poll.take_events()
+    assert isinstance(event, ResponseReady)
+    assert event.body == b"data: hi\n\n" and event.format.code == 200
+    assert not poll.channels  # a long-poll leaves every channel once answered
+    assert set(result.woken) == {chunked, raw, ws, poll}
+
+
+def test_woken_only_when_going_from_idle_to_pending() -> None:
+    hub = Hub()
+    sub = Subscriber(Transport.STREAM)
+    hub.subscribe(sub, "c")
+    assert hub.publish(stream_item("c", b"1")).woken == [sub]
+    assert hub.publish(stream_item("c", b"2")).woken == []
+    assert sub.take_output() == b"1\r\n1\r\n1\r\n2\r\n"
+    assert hub.publish(stream_item("c", b"3")).woken == [sub]
+
+
+def test_items_for_other_channels_and_formats_are_not_delivered() -> None:
+    hub = Hub()
+    ws = Subscriber(Transport.WEBSOCKET)
+    hub.subscribe(ws, "a")
+    assert hub.publish(stream_item("a", b"stream only")).delivered == 0
+    assert hub.publish(stream_item("nobody", b"x")).delivered == 0
+    assert not ws.pending
+
+
+@pytest.mark.parametrize(
+    ("ws_type", "opcode"), [("text", 0x81), ("binary", 0x82), ("ping", 0x89), ("pong", 0x8A)]
+)
+def test_ws_message_types(ws_type: str, opcode: int) -> None:
+    hub = Hub()
+    sub = Subscriber(Transport.WEBSOCKET)
+    hub.subscribe(sub, "c")
+    hub.publish(Item(channel="c", ws_message=WsMessageFormat(type=ws_type, content=b"ab")))  # type: ignore[arg-type]
+    assert sub.take_output() == bytes([opcode, 2]) + b"ab"
+
+
+def test_close_action_stream_and_ws() -> None:
+    hub = Hub()
+    stream, ws, poll = (
+        Subscriber(Transport.STREAM),
+        Subscriber(Transport.WEBSOCKET),
+        Subscriber(Transport.RESPONSE),
+    )
+    for sub in (stream, ws, poll):
+        hub.subscribe(sub, "c")
+        hub.subscribe(sub, "other")
+    item = Item(
+        channel="c",
+        http_response=HttpResponseFormat(action="close"),
+        http_stream=HttpStreamFormat(action="close"),
+        ws_message=WsMessageFormat(action="close", code=4000, reason="bye"),
+    )
+    result = hub.publish(item)
+    assert set(result.woken) == {stream, ws}
+    assert stream.take_events() == [CloseRequested("c")]
+    assert ws.take_events() == [CloseRequested("c", 4000, "bye")]
+    assert not stream.channels and not ws.channels  # closed subscribers leave every channel
+    assert poll.events == [] and set(poll.channels) == {"c", "other"}  # ignored for long-polls
+
+
+def test_hint_and_refresh_actions() -> None:
+    hub = Hub()
+    stream, ws, poll = (
+        Subscriber(Transport.STREAM),
+        Subscriber(Transport.WEBSOCKET),
+        Subscriber(Transport.RESPONSE),
+    )
+    for sub in (stream, ws, poll):
+        hub.subscribe(sub, "c")
+    hub.publish(
+        Item(
+            channel="c",
+            http_response=HttpResponseFormat(action="hint"),
+            http_stream=HttpStreamFormat(action="hint"),
+            ws_message=WsMessageFormat(action="hint"),
+        )
+    )
+    assert stream.take_events() == [HintReceived("c")]
+    assert poll.take_events() == [HintReceived("c")]
+    assert ws.events == []  # ws-message hint is accepted and ignored, as Pushpin does
+    hub.publish(Item(channel="c", ws_message=WsMessageFormat(action="refresh")))
+    assert ws.take_events() == [RefreshRequested("c")]
+    assert hub.subscriber_count("c") == 3
+
+
+def test_prev_id_subscription_tracks_and_detects_gaps() -> None:
+    hub = Hub()
+    sub = Subscriber(Transport.STREAM)
+    hub.subscribe(sub, "c", prev_id="1")
+    hub.publish(stream_item("c", b"two", id="2", prev_id="1"))
+    assert sub.take_output() == b"3\r\ntwo\r\n"
+    assert sub.channels["c"].prev_id == "2"
+    hub.publish(stream_item("c", b"four", id="4", prev_id="3"))
+    assert sub.outbuf == bytearray()
+    assert sub.take_events() == [GapDetected("c", "2", "3")]
+    hub.publish(stream_item("c", b"no prev", id="5"))  # items without prev-id are delivered
+    assert sub.take_output() == b"7\r\nno prev\r\n"
+    hub.set_prev_id(sub, "c", None)
+    assert sub.channels["c"].is_fast
+    with pytest.raises(LocalProtocolError):
+        hub.set_prev_id(sub, "unknown", "x")
+
+
+def test_skip_self_filter() -> None:
+    hub = Hub()
+    alice = Subscriber(Transport.WEBSOCKET, meta={"user": "alice"})
+    bob = Subscriber(Transport.WEBSOCKET, meta={"user": "bob"})
+    hub.subscribe(alice, "chat", filters=("skip-self",))
+    hub.subscribe(bob, "chat", filters=("skip-self",))
+    result = hub.publish(
+        Item(channel="chat", meta={"sender": "alice"}, ws_message=WsMessageFormat(content=b"hi"))
+    )
+    assert result.delivered == 1
+    assert alice.outbuf == bytearray()
+    assert bob.take_output() == b"\x81\x02hi"
+
+
+def test_var_subst_filter_and_content_filters_match() -> None:
+    hub = Hub()
+    plain = Subscriber(Transport.STREAM)
+    subst = Subscriber(Transport.STREAM, meta={"name": "Ann"})
+    hub.subscribe(plain, "c")
+    hub.subscribe(subst, "c", filters=("var-subst",))
+    templated = Item(
+        channel="c",
+        id="v",
+        http_stream=HttpStreamFormat(content=b"hello %(name)s", content_filters=("var-subst",)),
+    )
+    hub.publish(templated)
+    assert plain.outbuf == bytearray()  # content-filters must equal the subscriber's exactly
+    assert subst.take_output() == b"9\r\nhello Ann\r\n"
+    hub.publish(Item(channel="c", http_stream=HttpStreamFormat(content=b"x", content_filters=())))
+    assert plain.take_output() == b"1\r\nx\r\n"
+    assert subst.outbuf == bytearray()  # () is not ("var-subst",): variants go to their own
+    hub.publish(stream_item("c", b"100%% sure"))  # no content-filters: everyone, filters run
+    assert plain.take_output() == b"a\r\n100%% sure\r\n"
+    assert subst.take_output() == b"9\r\n100% sure\r\n"
+
+
+def test_filter_error_is_an_event_for_that_subscriber_only() -> None:
+    hub = Hub()
+    bad = Subscriber(Transport.STREAM, meta={})
+    good = Subscriber(Transport.STREAM)
+    hub.subscribe(bad, "c", filters=("var-subst",))
+    hub.subscribe(good, "c")
+    hub.publish(stream_item("c", b"%(missing)s"))
+    [event] = bad.take_events()
+    assert isinstance(event, FilterFailed) and "missing" in event.message
+    assert good.take_output() == b"b\r\n%(missing)s\r\n"
+
+
+def test_require_sub_sees_unprefixed_channels() -> None:
+    hub = Hub()
+    sub = Subscriber(Transport.STREAM, channel_prefix="app-")
+    hub.subscribe(sub, "app-room", filters=("require-sub",))
+    hub.subscribe(sub, "app-vip")
+    item = Item(
+        channel="app-room", meta={"require_sub": "vip"}, http_stream=HttpStreamFormat(content=b"v")
+    )
+    assert hub.publish(item).delivered == 1
+    hub.unsubscribe(sub, "app-vip")
+    assert hub.publish(item).delivered == 0
+
+
+def test_response_hold_with_filters_and_patch() -> None:
+    hub = Hub()
+    sub = Subscriber(Transport.RESPONSE, meta={"user": "u1"})
+    hub.subscribe(sub, "c", filters=("skip-self",))
+    patch = HttpResponseFormat(body_patch=({"op": "add", "path": "/a", "value": 1},))
+    hub.publish(Item(channel="c", meta={"sender": "u1"}, http_response=patch))
+    assert sub.events == []  # skipped by its own filter, still held
+    hub.publish(Item(channel="c", http_response=patch))
+    [event] = sub.take_events()
+    assert isinstance(event, ResponseReady) and event.body is None and event.format is patch
+
+
+def test_output_limit_overflow_fast_and_slow() -> None:
+    hub = Hub(max_output_buffer=8)
+    fast = Subscriber(Transport.STREAM, framing=Framing.RAW)
+    slow = Subscriber(Transport.STREAM, framing=Framing.RAW)
+    hub.subscribe(fast, "c")
+    hub.subscribe(slow, "c", prev_id="0")
+    hub.publish(stream_item("c", b"12345"))
+    result = hub.publish(stream_item("c", b"678"))
+    assert result.delivered == 2  # exactly at the limit
+    result = hub.publish(stream_item("c", b"9"))
+    assert result.delivered == 0
+    assert fast.take_events() == [BufferOverflow("c", 1)]
+    assert slow.take_events() == [BufferOverflow("c", 1)]
+    assert fast.take_output() == b"12345678"
+
+
+def test_framing_must_fit_transport() -> None:
+    with pytest.raises(LocalProtocolError):
+        Subscriber(Transport.RESPONSE, framing=Framing.CHUNKED)
+    with pytest.raises(LocalProtocolError):
+        Subscriber(Transport.STREAM, framing=Framing.WEBSOCKET)
+    with pytest.raises(LocalProtocolError):
+        Subscriber(Transport.WEBSOCKET, framing=Framing.RAW)
+    assert Subscriber(Transport.STREAM).framing is Framing.CHUNKED
+
+
+@given(
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["sub", "unsub", "remove"]), st.integers(0, 4), st.integers(0, 3)
+        ),
+        max_size=60,
+    )
+)
+def test_membership_invariants(ops: list[tuple[str, int, int]]) -> None:
+    """Whatever the sequence of (un)subscriptions, hub and subscribers agree, and channel
+    changes describe exactly the transitions between empty and non-empty channels."""
+    hub = Hub(max_channels_per_subscriber=3)
+    subs = [Subscriber(Transport.STREAM) for _ in range(5)]
+    live: set[str] = set()
+    for op, s, c in ops:
+        sub, channel = subs[s], f"ch{c}"
+        if op == "sub":
+            hub.subscribe(sub, channel, filters=("skip-self",) if c % 2 else ())
+        elif op == "unsub":
+            hub.unsubscribe(sub, channel)
+        else:
+            hub.remove(sub)
+        for change in hub.take_channel_changes():
+            assert (change.channel in live) != change.subscribed
+            (live.add if change.subscribed else live.discard)(change.channel)
+        assert set(hub.channels()) == live
+        for channel in live:
+            members = set(hub.subscribers(channel))
+            assert members == {x for x in subs if channel in x.channels}
+        assert all(len(x.channels) <= 3 for x in subs)

@@ -1,0 +1,136 @@
+"""`gripcore serve` as a real process: the starter kit, publishing, and signals."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .e2e_support import Origin, RawClient, publish
+
+pytestmark = pytest.mark.e2e
+
+
+def start_serve(
+    *args: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], int, int]:
+    """Start `gripcore serve` on ephemeral ports; returns (process, client port, publish port)."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gripcore",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--publish-listen",
+            "127.0.0.1:0",
+            "--log-level",
+            "info",
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        match = re.search(
+            r"listening on http://127\.0\.0\.1:(\d+) \(publish API http://127\.0\.0\.1:(\d+)/publish/\)",
+            line,
+        )
+        if match:
+            return proc, int(match.group(1)), int(match.group(2))
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise AssertionError(f"gripcore serve did not start: {proc.communicate()}")
+
+
+@pytest.fixture
+def starter() -> Iterator[tuple[subprocess.Popen[str], int, int]]:
+    proc, port, publish_port = start_serve()
+    yield proc, port, publish_port
+    if proc.poll() is None:
+        proc.kill()
+    proc.communicate()
+
+
+def test_starter_kit_banner_stream_and_sigterm(
+    starter: tuple[subprocess.Popen[str], int, int],
+) -> None:
+    proc, port, publish_port = starter
+    client = RawClient(port)
+    client.get("/test/sse")
+    assert client.read_until(b"\r\n\r\n").startswith(b"HTTP/1.1 200 OK\r\n")
+    assert (
+        client.read_until(b": subscribed to test\n\n\r\n") == b"16\r\n: subscribed to test\n\n\r\n"
+    )
+    deadline = time.monotonic() + 5
+    while True:  # the publish may race the subscription: retry until delivered
+        publish(
+            publish_port,
+            [{"channel": "test", "formats": {"http-stream": {"content": "data: x\n\n"}}}],
+        )
+        try:
+            assert client.read_until(b"data: x\n\n\r\n", timeout=0.5) == b"9\r\ndata: x\n\n\r\n"
+            break
+        except TimeoutError:
+            assert time.monotonic() < deadline
+    proc.send_signal(signal.SIGTERM)
+    assert client.read_to_close().endswith(b"0\r\n\r\n")  # the stream ends cleanly
+    stdout, _ = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert f"http://127.0.0.1:{port}/test/sse" in stdout  # the banner for newcomers
+
+
+def test_sighup_reloads_routes_without_dropping_connections(tmp_path: Path) -> None:
+    first = Origin(
+        routes={
+            "/x": lambda r: (200, [("Content-Type", "text/plain")], b"first\n"),
+            "/hold": lambda r: (200, [("Grip-Hold", "stream"), ("Grip-Channel", "keep")], b""),
+        }
+    ).start()
+    second = Origin(
+        routes={"/x": lambda r: (200, [("Content-Type", "text/plain")], b"second\n")}
+    ).start()
+    routes = tmp_path / "routes"
+    routes.write_text(f"* 127.0.0.1:{first.port}\n")
+    proc, port, publish_port = start_serve("--routes", str(routes))
+    try:
+        held = RawClient(port)
+        held.get("/hold")
+        held.read_until(b"\r\n\r\n")
+        c = RawClient(port)
+        c.get("/x")
+        assert c.read_response()[1] == b"first\n"
+        routes.write_text(f"* 127.0.0.1:{second.port}\n")
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while True:
+            c = RawClient(port)
+            c.get("/x")
+            if c.read_response()[1] == b"second\n":
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        publish(
+            publish_port, [{"channel": "keep", "formats": {"http-stream": {"content": "alive"}}}]
+        )
+        assert held.read_until(b"alive\r\n") == b"5\r\nalive\r\n"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)
+        first.stop()
+        second.stop()
+    assert proc.returncode == 0
