@@ -6,7 +6,9 @@ Each test asserts the exact bytes a client receives.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -323,3 +325,97 @@ def test_publish_json_answer_and_fastly_path(proxy: ProxyThread) -> None:
     head, data = c.read_response()
     assert head.startswith(b"HTTP/1.1 200 OK\r\n")
     assert json.loads(data) == {"message": "Published"}
+
+
+def test_stream_next_link_on_hint(origin: Origin, proxy: ProxyThread, client: RawClient) -> None:
+    seen: list[OriginRequest] = []
+
+    def next_link(request: OriginRequest):  # type: ignore[no-untyped-def]
+        seen.append(request)
+        headers = [
+            ("Grip-Hold", "stream"),
+            ("Grip-Channel", "nl; prev-id=5"),
+            ("Grip-Link", "</nl-next>; rel=next"),
+        ]
+        return 200, headers, b"recovered 4-5\n"
+
+    origin.routes["/nl"] = grip(
+        [
+            ("Grip-Hold", "stream"),
+            ("Grip-Channel", "nl; prev-id=3"),
+            ("Grip-Link", "</nl-next>; rel=next"),
+        ],
+        b"up to 3\n",
+    )
+    origin.routes["/nl-next"] = next_link
+    client.get("/nl")
+    client.read_until(b"up to 3\n\r\n")
+    wait_for(lambda: subscribers(proxy, "nl") == 1)
+    publish(proxy.publish_port, [{"channel": "nl", "formats": {"http-stream": {"action": "hint"}}}])
+    assert client.read_until(b"recovered 4-5\n\r\n") == b"e\r\nrecovered 4-5\n\r\n"
+    assert seen[0].method == "GET"
+    assert seen[0].headers["grip-last"] == 'nl; last-id="3"'
+    item = {
+        "channel": "nl",
+        "id": "6",
+        "prev-id": "5",
+        "formats": {"http-stream": {"content": "six\n"}},
+    }
+    publish(proxy.publish_port, [item])
+    assert client.read_until(b"six\n\r\n") == b"4\r\nsix\n\r\n"
+
+
+def test_large_passthrough_body_is_streamed(
+    origin: Origin, proxy: ProxyThread, client: RawClient
+) -> None:
+    big = bytes(range(256)) * 8192  # 2 MiB: above the buffered-relay size
+    origin.routes["/big"] = grip([("Content-Type", "application/octet-stream")], big)
+    client.get("/big")
+    head = client.read_until(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"Content-Length: 2097152\r\n" in head
+    assert client.read_exactly(len(big), timeout=10) == big
+
+
+def test_routes_file_change_is_picked_up(tmp_path: Path) -> None:
+    one = Origin(routes={"/w": grip([("Content-Type", "text/plain")], b"one\n")}).start()
+    two = Origin(routes={"/w": grip([("Content-Type", "text/plain")], b"two\n")}).start()
+    routes = tmp_path / "routes"
+    routes.write_text(f"* 127.0.0.1:{one.port}\n")
+    try:
+        with running_proxy(routes_file=str(routes)) as p:
+            c = RawClient(p.port)
+            c.get("/w")
+            assert c.read_response()[1] == b"one\n"
+            routes.write_text("this is not a route line\n")  # broken: the old table stays
+            time.sleep(1.5)
+            c.get("/w")
+            assert c.read_response()[1] == b"one\n"
+            routes.write_text(f"* 127.0.0.1:{two.port}\n# now the second origin\n")
+            deadline = time.monotonic() + 5
+            while True:
+                c.get("/w")
+                if c.read_response()[1] == b"two\n":
+                    break
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+    finally:
+        one.stop()
+        two.stop()
+
+
+def test_connection_limit_answers_503() -> None:
+    with running_proxy(max_connections=2) as p:
+        first, second = RawClient(p.port), RawClient(p.port)
+        wait_for(lambda: len(p.server.connections) == 2)
+        third = RawClient(p.port)
+        assert third.read_to_close() == (
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+            b"Content-Length: 26\r\nConnection: close\r\n\r\nToo many open connections\n"
+        )
+        first.close()
+        wait_for(lambda: len(p.server.connections) == 1)
+        fourth = RawClient(p.port)
+        fourth.get("/")  # starter kit page: accepted again
+        assert fourth.read_response()[0].startswith(b"HTTP/1.1 200 OK\r\n")
+        assert second.nothing_for(0.05)  # the ones within the limit stay open

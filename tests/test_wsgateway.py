@@ -806,3 +806,25 @@ def test_arbitrary_origin_bodies_never_raise(body: bytes) -> None:
     actions = gw.origin_response(200, b"OK", [CT], body, 2.0)
     assert all(isinstance(a, OriginPost | CloseClient) for a in actions)
     frames(sub)
+
+
+@pytest.mark.parametrize(
+    ("code", "payload"),
+    [
+        (0, b""),  # gripcontrol's close() without a code sends 0
+        (1005, b""),  # reserved: may not be sent
+        (1006, b""),
+        (999, b""),
+        (5000, b""),
+        (1000, b"\x03\xe8"),
+        (4999, b"\x13\x87"),
+    ],
+)
+def test_origin_close_codes_that_may_not_be_sent_become_a_bare_close(
+    code: int, payload: bytes
+) -> None:
+    _, sub, gw = connected()
+    gw.client_message(b"x", True, 1.0)
+    actions = answer(gw, [Close(code)], now=2.0)
+    assert actions == [CloseClient()]
+    assert frames(sub) == [(CLOSE, payload, True)]

@@ -78,6 +78,14 @@ WRITE_LOW = 64 * 1024
 
 _ERROR_BODY = b"Error while proxying to origin.\n"
 
+_OVERLOADED = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: 26\r\nConnection: close\r\n\r\nToo many open connections\n"
+)
+
+# How often the routes file is checked for changes (Pushpin watches it with a 1 s debounce).
+ROUTES_POLL_INTERVAL = 1.0
+
 
 @dataclass(slots=True)
 class _Answer:
@@ -124,20 +132,33 @@ class Server:
     # --- setup ---
 
     def _load_routes(self) -> RouteTable | None:
-        lines = list(self.config.routes)
+        """Inline routes win over the routes file (as Pushpin's --route); neither: starter kit."""
+        if self.config.routes:
+            return RouteTable.from_lines(self.config.routes)
         if self.config.routes_file:
-            text = _read_file(self.config.routes_file).decode("utf-8")
-            table = parse_routes(text)
-            if lines:
-                table = RouteTable.from_lines([*text.splitlines(), *lines])
-            return table
-        if lines:
-            return RouteTable.from_lines(lines)
-        return None  # no routes: the embedded starter kit
+            return parse_routes(_read_file(self.config.routes_file).decode("utf-8"))
+        return None
 
     def reload_routes(self) -> None:
-        self.routes = self._load_routes()
+        """Re-read the routes (SIGHUP, or the file changed). Held connections keep the route
+        they started with; a routes file with an error leaves the current table in place."""
+        try:
+            routes = self._load_routes()
+        except (OSError, UnicodeDecodeError, ProtocolError) as exc:
+            log.error("routes not reloaded, keeping the current ones: %s", exc)
+            return
+        self.routes = routes
         log.info("routes reloaded")
+
+    async def _watch_routes(self, path: str) -> None:
+        """Reload the routes file when it changes (polled: portable, and one stat a second)."""
+        last = _mtime(path)
+        while True:
+            await asyncio.sleep(ROUTES_POLL_INTERVAL)
+            current = _mtime(path)
+            if current != last:
+                last = current
+                self.reload_routes()
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -153,6 +174,8 @@ class Server:
         )
         self._servers.append(server)
         self.publish_address = server.sockets[0].getsockname()[:2]
+        if self.config.routes_file and not self.config.routes:
+            self.spawn(self._watch_routes(self.config.routes_file))
 
     async def close(self) -> None:
         """Stop listening, end every connection cleanly, and release every resource."""
@@ -270,6 +293,14 @@ class Server:
         raise last
 
 
+def _mtime(path: str) -> tuple[float, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime, st.st_size
+
+
 def _read_file(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
@@ -329,6 +360,12 @@ class ClientConnection(asyncio.Protocol):
         transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if peer else ""
+        if len(self.server.connections) >= self.config.max_connections:
+            # over the limit: a short answer rather than a silent reset, then close
+            transport.write(_OVERLOADED)
+            self._closed = True
+            transport.close()
+            return
         self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:

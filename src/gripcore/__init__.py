@@ -1,10 +1,13 @@
 """gripcore: a GRIP proxy and realtime push broker with a sans-IO core.
 
-The public names are re-exported here; everything else lives in private modules.
+The public names are re-exported here; everything else lives in private modules whose names
+may change. Adapters (I/O drivers) live in `gripcore.adapters`.
 """
 
 from __future__ import annotations
 
+from ._broker import Broker, BrokerStats
+from ._config import Config, ConfigError, load_config
 from ._errors import (
     ContentTooLargeError,
     ControlMessageError,
@@ -18,20 +21,140 @@ from ._errors import (
     SigError,
     WebSocketEventsError,
 )
+from ._filters import FilterContext, apply_filters
+from ._holds import ResponseHold, StreamHold
+from ._hub import Framing, Hub, Subscriber, Transport
+from ._instruct import Channel, Instruct, KeepAlive, Link, is_grip_response, parse_instruct
+from ._items import (
+    HttpResponseFormat,
+    HttpStreamFormat,
+    Item,
+    WsMessageFormat,
+    encode_publish_body,
+    item_to_json,
+    parse_item,
+    parse_items,
+    parse_publish_body,
+)
+from ._publishapi import PublishResponse, handle_publish_request
+from ._routes import Route, RouteTable, Target, parse_route_line, parse_routes
+from ._sequencer import Sequencer
+from ._sig import (
+    FASTLY_FANOUT_JWK,
+    SigningKey,
+    VerifyKey,
+    is_valid_sig,
+    mint_sig,
+    parse_key_spec,
+    parse_verify_key,
+    validate_sig,
+)
+from ._wscontrol import (
+    ControlMessage,
+    Detach,
+    FlushDelayed,
+    SendDelayed,
+    SetMeta,
+    Subscribe,
+    Unsubscribe,
+    classify_origin_message,
+    encode_control_message,
+    parse_control_message,
+)
+from ._wsevents import (
+    Binary,
+    Close,
+    Disconnect,
+    Open,
+    Ping,
+    Pong,
+    Text,
+    WebSocketEvent,
+    WebSocketEventsDecoder,
+    decode_events,
+    encode_events,
+)
+from ._wsgateway import WebSocketGateway
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "FASTLY_FANOUT_JWK",
+    "Binary",
+    "Broker",
+    "BrokerStats",
+    "Channel",
+    "Close",
+    "Config",
+    "ConfigError",
     "ContentTooLargeError",
+    "ControlMessage",
     "ControlMessageError",
+    "Detach",
+    "Disconnect",
+    "FilterContext",
     "FilterError",
+    "FlushDelayed",
+    "Framing",
+    "HttpResponseFormat",
+    "HttpStreamFormat",
+    "Hub",
+    "Instruct",
     "InstructError",
+    "Item",
+    "KeepAlive",
+    "Link",
     "LocalProtocolError",
+    "Open",
+    "Ping",
+    "Pong",
     "ProtocolError",
     "PublishError",
+    "PublishResponse",
     "RemoteProtocolError",
+    "ResponseHold",
+    "Route",
+    "RouteTable",
     "RoutesError",
+    "SendDelayed",
+    "Sequencer",
+    "SetMeta",
     "SigError",
+    "SigningKey",
+    "StreamHold",
+    "Subscribe",
+    "Subscriber",
+    "Target",
+    "Text",
+    "Transport",
+    "Unsubscribe",
+    "VerifyKey",
+    "WebSocketEvent",
+    "WebSocketEventsDecoder",
     "WebSocketEventsError",
+    "WebSocketGateway",
+    "WsMessageFormat",
     "__version__",
+    "apply_filters",
+    "classify_origin_message",
+    "decode_events",
+    "encode_control_message",
+    "encode_events",
+    "encode_publish_body",
+    "handle_publish_request",
+    "is_grip_response",
+    "is_valid_sig",
+    "item_to_json",
+    "load_config",
+    "mint_sig",
+    "parse_control_message",
+    "parse_instruct",
+    "parse_item",
+    "parse_items",
+    "parse_key_spec",
+    "parse_publish_body",
+    "parse_route_line",
+    "parse_routes",
+    "parse_verify_key",
+    "validate_sig",
 ]

@@ -208,9 +208,16 @@ class CloseClient(GatewayAction):
     """Write what is in `outbuf` (a close frame when there was one to send), then close."""
 
 
+def _sendable_close_code(code: int) -> bool:
+    """Codes an endpoint may put in a close frame (RFC 6455 section 7.4): 1005, 1006 and 1015
+    are reserved for reporting, and below 1000 nothing is defined. Old GRIP libraries send 0
+    (gripcontrol's `close()` without a code), which clients would reject as a protocol error."""
+    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
 def _close_payload(code: int | None, reason: str) -> bytes:
-    if code is None:
-        return b""
+    if code is None or not _sendable_close_code(code):
+        return b""  # a close frame without a status: valid for any client
     # a close frame carries 125 bytes: the code and 123 of reason, cut between characters
     cut = reason.encode("utf-8")[:123].decode("utf-8", "ignore")
     return code.to_bytes(2, "big") + cut.encode("utf-8")
