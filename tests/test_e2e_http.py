@@ -419,3 +419,48 @@ def test_connection_limit_answers_503() -> None:
         fourth.get("/")  # starter kit page: accepted again
         assert fourth.read_response()[0].startswith(b"HTTP/1.1 200 OK\r\n")
         assert second.nothing_for(0.05)  # the ones within the limit stay open
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"this is not HTTP at all\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort",  # ends mid-body
+        b"",  # accepts, then closes without a byte
+    ],
+)
+def test_garbage_from_origin_is_502_for_that_request_only(garbage: bytes) -> None:
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.recv(65536)
+                conn.sendall(garbage)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with running_proxy(routes=(f"* 127.0.0.1:{listener.getsockname()[1]}",)) as p:
+            c = RawClient(p.port)
+            c.get("/")
+            head, body = c.read_response()
+            assert head.startswith(b"HTTP/1.1 502 Bad Gateway\r\n")
+            assert body == b"Error while proxying to origin.\n"
+            c.get("/test/page")  # the same client connection keeps working
+            assert c.read_response()[0].startswith(b"HTTP/1.1 502 ")
+    finally:
+        stop.set()
+        thread.join(2)
+        listener.close()

@@ -320,3 +320,12 @@ def test_membership_invariants(ops: list[tuple[str, int, int]]) -> None:
             members = set(hub.subscribers(channel))
             assert members == {x for x in subs if channel in x.channels}
         assert all(len(x.channels) <= 3 for x in subs)
+
+
+def test_ws_item_with_content_filters_skips_unfiltered_subscribers() -> None:
+    hub = Hub()
+    plain = Subscriber(Transport.WEBSOCKET)
+    hub.subscribe(plain, "c")
+    variant = WsMessageFormat(content=b"%(name)s", content_filters=("var-subst",))
+    assert hub.publish(Item(channel="c", ws_message=variant)).delivered == 0
+    assert not plain.pending

@@ -191,6 +191,8 @@ class _OriginConnection(asyncio.Protocol):
     def eof_received(self) -> None:
         self._eof = True
         self._wake()
+        if self.pooled:
+            self.close()
         # Returning None lets asyncio close the transport: a response never continues after EOF.
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -221,10 +223,6 @@ class _OriginConnection(asyncio.Protocol):
             self._transport_or_fail().abort()
         self._on_close(self)
 
-    def is_reusable(self) -> bool:
-        """Whether this connection may carry another request (checked on leaving the pool)."""
-        return not self.closed and not self._eof and not self._transport_or_fail().is_closing()
-
     def can_pool(self) -> bool:
         """Whether the exchange ended cleanly with keep-alive on both sides and nothing extra."""
         return (
@@ -235,6 +233,17 @@ class _OriginConnection(asyncio.Protocol):
             and self.h11.their_state is h11.DONE
             and not self.h11.trailing_data[0]
         )
+
+    def enter_pool(self, idle_timeout: float) -> None:
+        self.h11.start_next_cycle()
+        self.pooled = True
+        self.idle_timer = asyncio.get_running_loop().call_later(idle_timeout, self.close)
+
+    def leave_pool(self) -> None:
+        assert self.idle_timer is not None
+        self.idle_timer.cancel()
+        self.idle_timer = None
+        self.pooled = False
 
     def send_request(self, request: h11.Request, body: bytes) -> None:
         parts = [self.h11.send(request)]
@@ -650,17 +659,16 @@ class OriginClient:
         return response
 
     def _checkout(self, key: _PoolKey) -> _OriginConnection | None:
+        # Every pooled connection is open and silent: one that the origin closes or writes to
+        # leaves the pool at once (see _OriginConnection), so the most recent one is taken as is.
         pool = self._idle.get(key)
-        while pool:
-            connection = pool.pop()
-            self._unpool(connection)
-            if connection.is_reusable():
-                if not pool:
-                    del self._idle[key]
-                return connection
-            connection.close()
-        self._idle.pop(key, None)
-        return None
+        if pool is None:
+            return None
+        connection = pool.pop()
+        if not pool:
+            del self._idle[key]
+        connection.leave_pool()
+        return connection
 
     def _release(self, connection: _OriginConnection) -> None:
         """Called when a response was read to its end: pool the connection or close it."""
@@ -671,21 +679,11 @@ class OriginClient:
             return
         if pool is None:
             pool = self._idle[connection.key] = deque()
-        connection.h11.start_next_cycle()
-        connection.pooled = True
-        connection.idle_timer = asyncio.get_running_loop().call_later(
-            self._idle_timeout, connection.close
-        )
+        connection.enter_pool(self._idle_timeout)
         pool.append(connection)
 
-    def _unpool(self, connection: _OriginConnection) -> None:
-        connection.pooled = False
-        if connection.idle_timer is not None:
-            connection.idle_timer.cancel()
-            connection.idle_timer = None
-
     def _forget(self, connection: _OriginConnection) -> None:
-        """Called once by each connection as it closes."""
+        """Called once by each connection as it closes (its idle timer already cancelled)."""
         self._open.discard(connection)
         if connection.pooled:
             connection.pooled = False

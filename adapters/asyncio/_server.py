@@ -578,6 +578,9 @@ class ClientConnection(asyncio.Protocol):
                 detail if debug else _ERROR_BODY,
             )
             return
+        except OriginError as exc:
+            self._origin_broke(exc)
+            return
         if instruct is None:
             return  # relayed as it is
         self._log(request, "accept" if instruct.hold else str(instruct.status))
@@ -674,6 +677,16 @@ class ClientConnection(asyncio.Protocol):
         self._send(h11.EndOfMessage())
         self._request_done()
         return None
+
+    def _origin_broke(self, exc: OriginError) -> None:
+        """The origin failed after answering (body cut short, garbage): 502 if nothing was sent
+        to the client yet, else the client's response cannot be completed: close."""
+        log.info("origin response failed: %s", exc)
+        if self.h11.our_state is h11.SEND_RESPONSE:
+            detail = f"{exc}\n".encode() if self.config.debug else _ERROR_BODY
+            self._respond_now(502, b"Bad Gateway", [(b"Content-Type", b"text/plain")], detail)
+        else:
+            self._close()
 
     def _respond_now(
         self, status: int, reason: bytes, headers: Sequence[tuple[bytes, bytes]], body: bytes
@@ -859,6 +872,10 @@ class ClientConnection(asyncio.Protocol):
             return
         try:
             instruct = await self._classify(answer, self._route, request)
+        except OriginError as exc:
+            session.client_gone()
+            self._origin_broke(exc)
+            return
         except InstructError:
             session.client_gone()
             self._respond_now(502, b"Bad Gateway", [(b"Content-Type", b"text/plain")], _ERROR_BODY)
