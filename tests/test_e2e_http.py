@@ -464,3 +464,36 @@ def test_garbage_from_origin_is_502_for_that_request_only(garbage: bytes) -> Non
         stop.set()
         thread.join(2)
         listener.close()
+
+
+def test_es256_grip_sig_from_a_pem_file(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    pem = tmp_path / "grip.pem"
+    pem.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    public_pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    origin = Origin(routes={"/s": grip([("Content-Type", "text/plain")], b"ok")}).start()
+    try:
+        with running_proxy(
+            routes=(f"* 127.0.0.1:{origin.port}",), sig_key=str(pem), sig_iss="edge"
+        ) as p:
+            c = RawClient(p.port)
+            c.get("/s")
+            c.read_response()
+    finally:
+        origin.stop()
+    from gripcore import parse_verify_key
+
+    token = origin.requests[-1].headers["grip-sig"]
+    claims = validate_sig(token, parse_verify_key(public_pem.decode()), now=time.time())
+    assert claims["iss"] == "edge"

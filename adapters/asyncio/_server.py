@@ -113,7 +113,9 @@ class Server:
         self.broker = Broker(hub, sequencer)
         self.routes: RouteTable | None = self._load_routes()
         self.sig_key: SigningKey | None = (
-            parse_key_spec(config.sig_key, read_file=_read_file) if config.sig_key else None
+            parse_key_spec(_key_spec(config.sig_key), read_file=_read_file)
+            if config.sig_key
+            else None
         )
         self.origin = OriginClient(
             connect_timeout=config.origin_connect_timeout,
@@ -299,6 +301,14 @@ def _mtime(path: str) -> tuple[float, int] | None:
     except OSError:
         return None
     return st.st_mtime, st.st_size
+
+
+def _key_spec(value: str) -> str:
+    """`--sig-key` also takes the path of a PEM key file as it is (`key.pem`), besides Pushpin's
+    forms (a secret, `base64:...`, `file:...`)."""
+    if value.endswith((".pem", ".key")) and os.path.isfile(value):
+        return "file:" + value
+    return value
 
 
 def _read_file(path: str) -> bytes:
