@@ -38,8 +38,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy
 
+## Micro-benchmarks of the hot path, then gripcore side by side with Pushpin and Nchan.
+## BENCH_ARGS="--fanout-conns 1000,5000,10000 --duration 10" for the full-size run.
+BENCH_ARGS ?=
 bench: $(STAMP)
 	$(PY) -m pytest bench --benchmark-only -q -p no:cacheprovider
+	$(PY) bench/run_bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info src/gripcore/*.so src/gripcore/_fast.c .coverage*

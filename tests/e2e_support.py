@@ -366,3 +366,106 @@ class WsClient:
         from wsproto.events import CloseConnection
 
         self.raw.send(self.ws.send(CloseConnection(code=code, reason=reason)))
+
+
+class NativeWsOrigin:
+    """A real WebSocket origin (wsproto server on asyncio, in a thread) speaking GRIP: it
+    accepts the `grip` extension, subscribes the connection to `channel` on open, answers
+    `say X` with `m:X`, `detach` with a detach control message, `bye` with close 4002, and
+    echoes pings (wsproto's pong). `reject_path` answers 403 instead of upgrading."""
+
+    def __init__(self, channel: str = "native", reject_path: str = "/deny") -> None:
+        self.channel = channel
+        self.reject_path = reject_path
+        self.loop = asyncio.new_event_loop()
+        self.port = 0
+        self.handshakes: list[list[tuple[bytes, bytes]]] = []
+        self.received: list[str] = []
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> NativeWsOrigin:
+        self._thread.start()
+        self._ready.wait(5)
+        return self
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        server = self.loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self.loop.run_forever()
+        server.close()
+        self.loop.run_until_complete(server.wait_closed())
+        self.loop.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        from wsproto import WSConnection
+        from wsproto.connection import ConnectionType
+        from wsproto.events import (
+            AcceptConnection,
+            CloseConnection,
+            Ping,
+            RejectConnection,
+            RejectData,
+            Request,
+            TextMessage,
+        )
+
+        ws = WSConnection(ConnectionType.SERVER)
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    return
+                ws.receive_data(data)
+                for event in ws.events():
+                    if isinstance(event, Request):
+                        self.handshakes.append(
+                            [(n.lower(), v) for n, v in event.extra_headers]
+                            + [
+                                (b"sec-websocket-extensions", str(e).encode())
+                                for e in event.extensions
+                            ]
+                        )
+                        if event.target == self.reject_path:
+                            writer.write(
+                                ws.send(
+                                    RejectConnection(
+                                        status_code=403,
+                                        headers=[(b"content-type", b"text/plain")],
+                                        has_body=True,
+                                    )
+                                )
+                                + ws.send(RejectData(data=b"members only\n"))
+                            )
+                            await writer.drain()
+                            return
+                        grip = any(str(e).startswith("grip") for e in event.extensions)
+                        extra = [(b"Sec-WebSocket-Extensions", b"grip")] if grip else []
+                        writer.write(ws.send(AcceptConnection(extra_headers=extra)))
+                        control = json.dumps({"type": "subscribe", "channel": self.channel})
+                        writer.write(ws.send(TextMessage(data="c:" + control)))
+                    elif isinstance(event, TextMessage):
+                        self.received.append(event.data)
+                        if event.data.startswith("say "):
+                            writer.write(ws.send(TextMessage(data="m:" + event.data[4:])))
+                        elif event.data == "detach":
+                            writer.write(ws.send(TextMessage(data='c:{"type":"detach"}')))
+                        elif event.data == "bye":
+                            writer.write(ws.send(CloseConnection(code=4002, reason="origin bye")))
+                    elif isinstance(event, Ping):
+                        writer.write(ws.send(event.response()))
+                    elif isinstance(event, CloseConnection):
+                        writer.write(ws.send(event.response()))
+                        await writer.drain()
+                        return
+                await writer.drain()
+        except Exception:
+            return
+        finally:
+            writer.close()

@@ -101,7 +101,7 @@ def close_frame(code: int, reason: bytes = b"") -> tuple[int, bytes, bool]:
 def test_gateway_needs_a_websocket_subscriber() -> None:
     with pytest.raises(LocalProtocolError) as info:
         WebSocketGateway(Hub(), Subscriber(Transport.STREAM), connection_id="c")
-    assert str(info.value) == "a WebSocket gateway needs a WEBSOCKET subscriber"
+    assert str(info.value) == "a WebSocketGateway needs a WEBSOCKET subscriber"
 
 
 def test_start_posts_open_only() -> None:

@@ -16,9 +16,11 @@ items arrived (DESIGN.md, "Data flow of one publish").
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
+import ssl as ssl_module
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -26,8 +28,9 @@ from typing import Any
 
 import h11
 from wsproto.connection import Connection as WsConnection
-from wsproto.connection import ConnectionType
+from wsproto.connection import ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+from wsproto.utilities import LocalProtocolError as LocalWsProtocolError
 from wsproto.utilities import generate_accept_token
 
 from gripcore import _starter
@@ -56,14 +59,15 @@ from gripcore._publishapi import handle_publish_request
 from gripcore._routes import Route, RouteTable, Target, parse_routes
 from gripcore._sequencer import Sequencer
 from gripcore._sig import SigningKey, mint_sig, parse_key_spec
-from gripcore._wsgateway import (
+from gripcore._wsgateway import OriginPost, WebSocketGateway
+from gripcore._wsgrip import (
     AcceptClient,
     CloseClient,
-    GatewayAction,
-    OriginPost,
+    GripWebSocket,
     RejectClient,
-    WebSocketGateway,
+    WebSocketAction,
 )
+from gripcore._wsproxy import CloseOrigin, ConnectOrigin, SendToOrigin, WebSocketProxy
 
 from ._origin import OriginClient, OriginError
 
@@ -349,7 +353,7 @@ class ClientConnection(asyncio.Protocol):
         self.request: h11.Request | None = None
         self.body = bytearray()
         self.busy = False  # a request is being handled (origin call, hold, WebSocket)
-        self.session: ResponseHold | StreamHold | WebSocketGateway | None = None
+        self.session: ResponseHold | StreamHold | GripWebSocket | None = None
         self.subscriber: Subscriber | None = None
         self.ws: WsConnection | None = None
         self._ws_message = bytearray()
@@ -361,6 +365,7 @@ class ClientConnection(asyncio.Protocol):
         self._route: Route | None = None
         self._targets: Sequence[Target] = ()
         self._hold_request: h11.Request | None = None
+        self._origin_ws: OriginWebSocket | None = None
 
     # --- transport callbacks ---
 
@@ -385,7 +390,7 @@ class ClientConnection(asyncio.Protocol):
         session = self.session
         if session is not None:
             loop = asyncio.get_running_loop()
-            if isinstance(session, WebSocketGateway):
+            if isinstance(session, GripWebSocket):
                 self._perform_ws(session.client_gone(loop.time()))
             else:
                 self._perform_hold(session.client_gone())
@@ -798,7 +803,7 @@ class ClientConnection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         if sub.events:
             events = sub.take_events()
-            if isinstance(session, WebSocketGateway):
+            if isinstance(session, GripWebSocket):
                 self._perform_ws(session.handle_events(events, loop.time()))
             else:
                 self._perform_hold(session.handle_events(events))
@@ -833,7 +838,7 @@ class ClientConnection(asyncio.Protocol):
         if session is None or self._closed:
             return
         now = asyncio.get_running_loop().time()
-        if isinstance(session, WebSocketGateway):
+        if isinstance(session, GripWebSocket):
             self._perform_ws(session.handle_timer(now))
         else:
             self._perform_hold(session.handle_timer(now))
@@ -972,37 +977,54 @@ class ClientConnection(asyncio.Protocol):
                 502, b"Bad Gateway", [(b"Content-Type", b"text/plain")], b"Route not found.\n"
             )
             return
-        targets = route.targets if route is not None else ()
-        if targets and not any(t.over_http or t.kind == "test" for t in targets):
-            body = (
-                b"WebSocket origins are supported over HTTP only (add over_http to the target).\n"
-            )
-            self._respond_now(502, b"Bad Gateway", [(b"Content-Type", b"text/plain")], body)
-            return
+        targets = list(route.targets) if route is not None else []
         self._route = route
-        self._targets = [t for t in targets if t.over_http or t.kind == "test"]
         self._hold_request = request
         sub = Subscriber(Transport.WEBSOCKET, owner=self)
         loop = asyncio.get_running_loop()
-        gateway = WebSocketGateway(
-            self.server.broker.hub,
-            sub,
-            connection_id=os.urandom(16).hex(),
-            channel_prefix=route.prefix if route is not None else "",
-            implicit_channels=[c for t in self._targets for c in t.sub],
-            one_event=any(t.one_event for t in self._targets),
-            debug=self.config.debug or (route is not None and route.debug),
-            max_pending=200_000,
-            jitter=lambda: int.from_bytes(os.urandom(2), "big") / 65536,
-        )
+        prefix = route.prefix if route is not None else ""
+        debug = self.config.debug or (route is not None and route.debug)
+        session: GripWebSocket
+        if not targets or targets[0].over_http or targets[0].kind == "test":
+            # WebSocket-over-HTTP (the starter kit's origin speaks it too)
+            self._targets = [t for t in targets if t.over_http or t.kind == "test"]
+            session = WebSocketGateway(
+                self.server.broker.hub,
+                sub,
+                connection_id=os.urandom(16).hex(),
+                channel_prefix=prefix,
+                implicit_channels=[c for t in self._targets for c in t.sub],
+                one_event=any(t.one_event for t in self._targets),
+                debug=debug,
+                max_pending=200_000,
+                jitter=lambda: int.from_bytes(os.urandom(2), "big") / 65536,
+            )
+        else:
+            self._targets = [t for t in targets if not t.over_http and t.kind == "net"]
+            session = WebSocketProxy(
+                self.server.broker.hub,
+                sub,
+                channel_prefix=prefix,
+                implicit_channels=[c for t in self._targets for c in t.sub],
+                debug=debug,
+            )
         self.subscriber = sub
-        self.session = gateway
-        self._perform_ws(gateway.start(loop.time()))
+        self.session = session
+        self._perform_ws(session.start(loop.time()))
 
-    def _perform_ws(self, actions: Sequence[GatewayAction]) -> None:
+    def _perform_ws(self, actions: Sequence[WebSocketAction]) -> None:
         for action in actions:
             if isinstance(action, OriginPost):
                 self.server.spawn(self._ws_post(action))
+            elif isinstance(action, SendToOrigin):
+                if self._origin_ws is not None:
+                    self._origin_ws.send(action)
+            elif isinstance(action, CloseOrigin):
+                if self._origin_ws is not None:
+                    self._origin_ws.close()
+                    self._origin_ws = None
+            elif isinstance(action, ConnectOrigin):
+                self.server.spawn(self._connect_origin_ws())
             elif isinstance(action, AcceptClient):
                 self._accept_websocket(action.headers)
             elif isinstance(action, RejectClient):
@@ -1057,6 +1079,47 @@ class ClientConnection(asyncio.Protocol):
         )
         self.flush()
 
+    async def _connect_origin_ws(self) -> None:
+        """Open this client's own WebSocket to the origin (the first target that connects)."""
+        proxy = self.session
+        assert isinstance(proxy, WebSocketProxy)
+        request = self.held
+        loop = asyncio.get_running_loop()
+        headers = self._request_headers(self._route, request, 0, websocket=True)
+        key = base64.b64encode(os.urandom(16))
+        headers += [
+            (b"Upgrade", b"websocket"),
+            (b"Connection", b"Upgrade"),
+            (b"Sec-WebSocket-Key", key),
+            (b"Sec-WebSocket-Version", b"13"),
+        ]
+        path = self._origin_path(self._route, request.target)
+        for target in self._targets:
+            origin_ws = OriginWebSocket(self, proxy, path, headers, key)
+            # set before connecting: the handshake answer (and the client's first frames after
+            # it) can arrive before create_connection returns here
+            self._origin_ws = origin_ws
+            try:
+                await asyncio.wait_for(
+                    loop.create_connection(
+                        lambda ws=origin_ws: ws,
+                        target.host,
+                        target.port,
+                        ssl=_client_ssl(target),
+                        server_hostname=(target.host_header or target.host) if target.ssl else None,
+                    ),
+                    self.config.origin_connect_timeout,
+                )
+            except (TimeoutError, OSError) as exc:
+                log.info("WebSocket origin %s failed: %s", target.authority, exc)
+                self._origin_ws = None
+                continue
+            if self.session is not proxy:  # the client left meanwhile
+                origin_ws.close()
+            return
+        if self.session is proxy:
+            self._perform_ws(proxy.origin_failed("could not connect to any target"))
+
     def _accept_websocket(self, extra: Sequence[tuple[bytes, bytes]]) -> None:
         request = self.held
         key = _header(request.headers, b"sec-websocket-key") or b""
@@ -1083,9 +1146,9 @@ class ClientConnection(asyncio.Protocol):
         assert ws is not None
         ws.receive_data(data)
         loop = asyncio.get_running_loop()
-        actions: list[GatewayAction] = []
+        actions: list[WebSocketAction] = []
         for event in ws.events():
-            if not isinstance(gateway, WebSocketGateway) or self.session is not gateway:
+            if not isinstance(gateway, GripWebSocket) or self.session is not gateway:
                 break
             now = loop.time()
             if isinstance(event, TextMessage | BytesMessage):
@@ -1115,7 +1178,7 @@ class ClientConnection(asyncio.Protocol):
     def shutdown(self) -> None:
         """Server stopping: end streams cleanly, close WebSockets with 1001, time out long-polls."""
         session = self.session
-        if isinstance(session, WebSocketGateway):
+        if isinstance(session, GripWebSocket):
             self._perform_ws(session.shutdown())
         elif isinstance(session, StreamHold):
             session.client_gone()
@@ -1128,6 +1191,165 @@ class ClientConnection(asyncio.Protocol):
             self._close()
         else:
             self._close()
+
+
+def _client_ssl(target: Target) -> ssl_module.SSLContext | None:
+    if not target.ssl:
+        return None
+    context = ssl_module.create_default_context()
+    if target.insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl_module.CERT_NONE
+    return context
+
+
+class OriginWebSocket(asyncio.Protocol):
+    """The proxy's own WebSocket to the origin for one client: h11 for the handshake, wsproto
+    for frames. Everything it sees goes to the client connection's `WebSocketProxy`."""
+
+    def __init__(
+        self,
+        client: ClientConnection,
+        proxy: WebSocketProxy,
+        path: bytes,
+        headers: list[tuple[bytes, bytes]],
+        key: bytes,
+    ) -> None:
+        self.client = client
+        self.proxy = proxy
+        self.key = key
+        self.transport: asyncio.Transport | None = None
+        self.h11: h11.Connection | None = h11.Connection(h11.CLIENT)
+        self.ws: WsConnection | None = None
+        self.response: h11.Response | None = None
+        self.body = bytearray()
+        self.message = bytearray()
+        self.message_text = False
+        self.closing = False
+        self.request_bytes = (
+            self.h11.send(h11.Request(method=b"GET", target=path, headers=headers)) or b""
+        )
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(self.request_bytes)
+
+    def _deliver(self, actions: Sequence[WebSocketAction]) -> None:
+        if self.client.session is self.proxy:
+            self.client._perform_ws(actions)
+            self.client.flush()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            if self.ws is None:
+                self._handshake(data)
+            else:
+                self._frames(data)
+        except (h11.ProtocolError, ProtocolError, ValueError) as exc:
+            self.close()
+            self._deliver(self.proxy.origin_failed(str(exc)))
+
+    def _handshake(self, data: bytes) -> None:
+        conn = self.h11
+        assert conn is not None
+        conn.receive_data(data)
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA or event is h11.PAUSED:
+                return
+            if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
+                accept = _header(event.headers, b"sec-websocket-accept")
+                if accept != generate_accept_token(self.key):
+                    raise ValueError("origin answered with a wrong Sec-WebSocket-Accept")
+                trailing, _ = conn.trailing_data
+                self.h11 = None
+                self.ws = WsConnection(ConnectionType.CLIENT)
+                now = asyncio.get_running_loop().time()
+                self._deliver(self.proxy.origin_accepted(event.headers, now))
+                if trailing:
+                    self._frames(trailing)
+                return
+            if isinstance(event, h11.Response):
+                self.response = event
+            elif isinstance(event, h11.Data):
+                self.body += event.data
+                if len(self.body) > 100_000:
+                    raise ValueError("origin rejection body too large")
+            elif isinstance(event, h11.EndOfMessage) and self.response is not None:
+                response = self.response
+                self.close()
+                self._deliver(
+                    self.proxy.origin_rejected(
+                        response.status_code, response.reason, response.headers, bytes(self.body)
+                    )
+                )
+                return
+
+    def _frames(self, data: bytes) -> None:
+        ws = self.ws
+        assert ws is not None
+        ws.receive_data(data)
+        actions: list[WebSocketAction] = []
+        now = asyncio.get_running_loop().time()
+        for event in ws.events():
+            if isinstance(event, TextMessage | BytesMessage):
+                if not self.message:
+                    self.message_text = isinstance(event, TextMessage)
+                self.message += (
+                    event.data.encode() if isinstance(event, TextMessage) else bytes(event.data)
+                )
+                if event.message_finished:
+                    message = bytes(self.message)
+                    self.message.clear()
+                    actions += self.proxy.origin_message(message, self.message_text, now)
+            elif isinstance(event, Ping):
+                actions += self.proxy.origin_ping(bytes(event.payload))
+            elif isinstance(event, Pong):
+                actions += self.proxy.origin_pong(bytes(event.payload))
+            elif isinstance(event, CloseConnection):
+                code = int(event.code) if event.code is not None else None
+                if ws.state is ConnectionState.REMOTE_CLOSING:  # not an answer to ours
+                    self._write(ws.send(event.response()))
+                actions += self.proxy.origin_close(code, event.reason or "")
+                self.close()
+        self._deliver(actions)
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and data:
+            self.transport.write(data)
+
+    def send(self, action: SendToOrigin) -> None:
+        ws = self.ws
+        if ws is None or self.closing:
+            return
+        event: Any
+        if action.kind == "text":
+            event = TextMessage(data=action.data.decode("utf-8"))
+        elif action.kind == "binary":
+            event = BytesMessage(data=action.data)
+        elif action.kind == "ping":
+            event = Ping(payload=action.data)
+        elif action.kind == "pong":
+            event = Pong(payload=action.data)
+        else:
+            event = CloseConnection(code=action.code or 1000, reason=action.reason or None)
+        try:
+            self._write(ws.send(event))
+        except LocalWsProtocolError:
+            self.close()
+
+    def close(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closing:
+            self.closing = True
+            self.transport = None
+            self._deliver(self.proxy.origin_failed(str(exc) if exc else "origin closed"))
 
 
 def h11_reason(status: int) -> bytes:
