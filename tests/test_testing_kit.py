@@ -518,8 +518,8 @@ def test_rejects_returns_the_error() -> None:
 
 def _plugin_args() -> list[str]:
     """Load the plugin explicitly unless the installed entry point already does."""
-    installed = any(ep.value == "gripcore.testing.plugin" for ep in entry_points(group="pytest11"))
-    return [] if installed else ["-p", "gripcore.testing.plugin"]
+    installed = any(ep.value == "pytest_gripcore" for ep in entry_points(group="pytest11"))
+    return [] if installed else ["-p", "pytest_gripcore"]
 
 
 PLUGIN = _plugin_args()
@@ -650,3 +650,12 @@ def test_checks_fail_against_a_broken_publish_api(
 def test_checks_skip_without_a_publish_url(pytester: pytest.Pytester) -> None:
     result = run_checks(pytester)
     result.assert_outcomes(skipped=1 + len(gripcore.testing.checks.REJECTED_PUBLISH_BODIES))
+
+
+def test_plugin_alias_module_is_the_entry_point_plugin() -> None:
+    import pytest_gripcore
+
+    from gripcore.testing import plugin
+
+    for name in plugin.__all__:
+        assert getattr(plugin, name) is getattr(pytest_gripcore, name)

@@ -168,6 +168,10 @@ class WebSocketProxy(GripWebSocket):
         return [*actions, CloseOrigin()] if origin_open else actions
 
     def _detach(self) -> list[WebSocketAction]:
+        if self.state is _G:
+            # the origin detaches instead of answering the client's close: answer it here
+            code, reason = self._client_close
+            return self._close_client(code if code is not None else CLOSE_NORMAL, reason)
         self._move("detach")
         return [CloseOrigin()]
 
@@ -251,15 +255,17 @@ class WebSocketProxy(GripWebSocket):
         return [SendToOrigin("pong", data)] if self.state is _O else []
 
     def client_close(self, code: int | None, reason: str, now: float) -> list[WebSocketAction]:
-        """The client sent a close frame: forward it; close the client when the origin answers."""
+        """The client sent a close frame: forward it; close the client when the origin answers.
+
+        Raises LocalProtocolError while connecting (the client has not been accepted)."""
         del now
-        if self.state is _O:
-            self._move("client-close")
-            self._client_close = (code, reason if code is not None else "")
-            return [SendToOrigin("close", code=code, reason=self._client_close[1])]
-        if self.state in (_D, _C):
+        if self.state in (_G, _X):
+            return []  # a second close, or one after the end
+        if self.state is _D:
             return self._close_client(code if code is not None else CLOSE_NORMAL, reason)
-        return []
+        self._move("client-close")  # refused while connecting: the client was not accepted yet
+        self._client_close = (code, reason if code is not None else "")
+        return [SendToOrigin("close", code=code, reason=self._client_close[1])]
 
     def client_gone(self, now: float) -> list[WebSocketAction]:
         """The client vanished: drop the origin connection."""
