@@ -654,7 +654,6 @@ def test_checks_skip_without_a_publish_url(pytester: pytest.Pytester) -> None:
 
 def test_plugin_alias_module_is_the_entry_point_plugin() -> None:
     import pytest_gripcore
-
     from gripcore.testing import plugin
 
     for name in plugin.__all__:
