@@ -497,3 +497,65 @@ def test_es256_grip_sig_from_a_pem_file(tmp_path: Path) -> None:
     token = origin.requests[-1].headers["grip-sig"]
     claims = validate_sig(token, parse_verify_key(public_pem.decode()), now=time.time())
     assert claims["iss"] == "edge"
+
+
+def test_metrics_endpoint_counts_connections_and_deliveries(
+    origin: Origin, proxy: ProxyThread, client: RawClient
+) -> None:
+    origin.routes["/metered"] = grip([("Grip-Hold", "stream"), ("Grip-Channel", "metered")])
+    client.get("/metered")
+    client.read_until(b"\r\n\r\n")
+    wait_for(lambda: subscribers(proxy, "metered") == 1)
+    publish(
+        proxy.publish_port, [{"channel": "metered", "formats": {"http-stream": {"content": "m"}}}]
+    )
+    client.read_until(b"m\r\n")
+    m = RawClient(proxy.publish_port)
+    m.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    head, body = m.read_response()
+    assert head.startswith(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4")
+    text = body.decode()
+    stream_line = next(
+        line
+        for line in text.splitlines()
+        if line.startswith('gripcore_connections{transport="stream"}')
+    )
+    assert int(stream_line.split()[-1]) >= 1
+    assert "gripcore_deliveries_total " in text
+    assert "gripcore_origin_request_seconds_count " in text
+
+
+def test_a_stalled_reader_is_closed_and_the_others_get_everything(origin: Origin) -> None:
+    import socket as socket_module
+
+    origin.routes["/firehose"] = grip([("Grip-Hold", "stream"), ("Grip-Channel", "firehose")])
+    with running_proxy(routes=(f"* 127.0.0.1:{origin.port}",), max_output_buffer=64 * 1024) as p:
+        readers = [RawClient(p.port) for _ in range(20)]
+        for r in readers:
+            r.get("/firehose")
+            r.read_until(b"\r\n\r\n")
+        stalled = socket_module.socket()
+        stalled.setsockopt(socket_module.SOL_SOCKET, socket_module.SO_RCVBUF, 4096)
+        stalled.connect(("127.0.0.1", p.port))
+        stalled.sendall(b"GET /firehose HTTP/1.1\r\nHost: x\r\n\r\n")  # and never reads
+        wait_for(lambda: subscribers(p, "firehose") == 21)
+        chunk = "x" * 30_000
+        for n in range(150):
+            item = {
+                "channel": "firehose",
+                "formats": {"http-stream": {"content": f"{n:03d}{chunk}"}},
+            }
+            publish(p.publish_port, [item])
+            for r in readers:  # the live readers keep up
+                r.read_until(f"{n:03d}".encode() + chunk.encode() + b"\r\n", timeout=10)
+            if subscribers(p, "firehose") == 20:
+                break
+        wait_for(lambda: subscribers(p, "firehose") == 20)  # the stalled one was dropped
+        assert int(p.call(lambda: p.server.slow_consumers.values[()])) == 1
+        publish(
+            p.publish_port,
+            [{"channel": "firehose", "formats": {"http-stream": {"content": "end"}}}],
+        )
+        for r in readers:
+            assert r.read_until(b"end\r\n").endswith(b"3\r\nend\r\n")
+        stalled.close()

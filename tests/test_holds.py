@@ -495,7 +495,7 @@ def test_close_action_ends_the_stream() -> None:
 def test_buffer_overflow_ends_the_stream() -> None:
     hub, sub, hold = new_stream(hub=Hub(max_output_buffer=20))
     hub.publish(stream_item("a", b"x" * 30))
-    assert deliver(hub, sub, hold) == [EndStream("slow consumer: output buffer full")]
+    assert deliver(hub, sub, hold) == [EndStream("slow consumer: output buffer full", abort=True)]
     assert sub.take_output() == b"6\r\nhello\n\r\n"
 
 

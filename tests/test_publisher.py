@@ -330,6 +330,8 @@ PLAN_VECTORS: list[tuple[list[Step], list[float], int]] = [
         [0.5, 0.0],
         1,
     ),
+    # found by hypothesis: "²" is a digit to str.isdigit() but not to float()
+    ([Step(500, headers=[("Retry-After", "²")]), Step(200)], [0.5, 0.0], 1),
 ]
 
 

@@ -697,3 +697,11 @@ def test_large_inputs_stay_bounded() -> None:
     assert big_secret is not None
     token = mint_sig(big_secret, "pushpin", NOW)
     assert validate_sig(token, big_secret, now=NOW)["iss"] == "pushpin"
+
+
+def test_oct_jwk_without_k_is_a_local_error() -> None:
+    """Found by hypothesis: pyjwt raised KeyError for {"kty": "oct"}."""
+    from gripcore import LocalProtocolError, parse_verify_key
+
+    with pytest.raises(LocalProtocolError, match="invalid JWK"):
+        parse_verify_key({"kty": "oct"})

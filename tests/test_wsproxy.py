@@ -705,15 +705,15 @@ def test_refresh_is_ignored() -> None:
     assert proxy.state is OPEN and sub.outbuf == bytearray()
 
 
-def test_overflow_closes_with_1013() -> None:
+def test_overflow_drops_the_stalled_client() -> None:
     hub, sub, proxy = opened(
         control(type="subscribe", channel="room"), hub=Hub(max_output_buffer=10)
     )
     publish_ws(hub, "room", content=b"x" * 20)
     events = sub.take_events()
     assert [type(e) for e in events] == [BufferOverflow]
-    assert proxy.handle_events(events, 2.0) == [CloseClient(), CloseOrigin()]
-    assert frames(sub) == [close_frame(1013, b"slow consumer")]
+    assert proxy.handle_events(events, 2.0) == [CloseClient(abort=True), CloseOrigin()]
+    assert frames(sub) == []
 
 
 @pytest.mark.parametrize("debug", [False, True])

@@ -48,8 +48,9 @@ from gripcore._holds import (
     Retry,
     StreamHold,
 )
-from gripcore._hub import Framing, Hub, Subscriber, Transport
+from gripcore._hub import BufferOverflow, Framing, Hub, Subscriber, Transport
 from gripcore._instruct import Instruct, instruct_body_limit, is_grip_response
+from gripcore._metrics import Registry
 from gripcore._proxy import (
     Passthrough,
     classify_response,
@@ -87,6 +88,12 @@ _OVERLOADED = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
     b"Content-Length: 26\r\nConnection: close\r\n\r\nToo many open connections\n"
 )
+
+_TRANSPORT_LABEL = {
+    Transport.STREAM: "stream",
+    Transport.RESPONSE: "response",
+    Transport.WEBSOCKET: "websocket",
+}
 
 # Connections written per flush slice: ~5 ms of writes, so publishes are read between slices.
 FLUSH_SLICE = 512
@@ -138,6 +145,75 @@ class Server:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.listen_addresses: list[tuple[str, int]] = []
         self.publish_address: tuple[str, int] | None = None
+        self._flush_since: float | None = None  # when the oldest unwritten output was queued
+        self.metrics = Registry()
+        self._define_metrics()
+
+    # --- metrics ---
+
+    def _define_metrics(self) -> None:
+        m = self.metrics
+        stats = self.broker.stats
+        hub = self.broker.hub
+
+        def transports() -> list[tuple[tuple[str, ...], float]]:
+            counts = {"stream": 0, "response": 0, "websocket": 0, "other": 0}
+            for conn in self.connections:
+                sub = conn.subscriber
+                kind = "other" if sub is None else _TRANSPORT_LABEL[sub.transport]
+                counts[kind] += 1
+            return [((kind,), n) for kind, n in counts.items()]
+
+        def sequencer_drops() -> list[tuple[tuple[str, ...], float]]:
+            seq = self.broker.sequencer.stats
+            return [
+                (("duplicate",), seq.duplicates_dropped),
+                (("prev-id-conflict",), seq.prev_id_conflict_dropped),
+                (("sequencer-overflow",), seq.overflow_dropped),
+                (("unsubscribed",), seq.unsubscribed_dropped),
+            ]
+
+        m.gauge("connections", "Client connections by transport.", transports, ("transport",))
+        m.gauge(
+            "subscriptions",
+            "Channel subscriptions of all connections.",
+            lambda: [((), sum(hub.subscriber_count(c) for c in hub.channels()))],
+        )
+        m.gauge(
+            "channels",
+            "Channels with at least one subscriber.",
+            lambda: [((), sum(1 for _ in hub.channels()))],
+        )
+        m.gauge(
+            "output_buffer_bytes",
+            "Bytes waiting in connections' output buffers.",
+            lambda: [((), sum(len(c.subscriber.outbuf) for c in self.connections if c.subscriber))],
+        )
+        m.counter_from(
+            "items_received_total",
+            "Items accepted by the publish API.",
+            lambda: [((), stats.received)],
+        )
+        m.counter_from(
+            "deliveries_total", "Item deliveries to connections.", lambda: [((), stats.delivered)]
+        )
+        m.counter_from(
+            "items_dropped_total",
+            "Items dropped before delivery, by reason.",
+            sequencer_drops,
+            ("reason",),
+        )
+        self.slow_consumers = m.counter(
+            "slow_consumer_closes_total", "Connections closed because their output buffer was full."
+        )
+        self.origin_latency = m.histogram(
+            "origin_request_seconds",
+            "Time from sending a request to the origin to its response head.",
+        )
+        self.write_latency = m.histogram(
+            "publish_to_write_seconds",
+            "Time from a publish to the write of its output (per flush pass).",
+        )
 
     # --- setup ---
 
@@ -228,7 +304,10 @@ class Server:
             dirty[sub.owner] = None
         if dirty and not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            loop = asyncio.get_running_loop()
+            if self._flush_since is None:
+                self._flush_since = loop.time()
+            loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         """Write to the connections that have output, FLUSH_SLICE at a time.
@@ -246,6 +325,9 @@ class Server:
             self._flush_scheduled = False
             for conn in dirty:
                 conn.flush()
+            if self._flush_since is not None:
+                self.write_latency.observe(asyncio.get_running_loop().time() - self._flush_since)
+                self._flush_since = None
             return
         batch = list(itertools.islice(dirty, FLUSH_SLICE))
         for conn in batch:
@@ -298,7 +380,9 @@ class Server:
             )
             return _Answer(status, reason, list(rheaders), rbody), None
         last: OriginError | None = None
+        loop = asyncio.get_running_loop()
         for target in targets:
+            started = loop.time()
             try:
                 response = await self.origin.request(
                     target.host,
@@ -316,6 +400,7 @@ class Server:
                 if exc.kind != "connect":
                     raise
                 continue
+            self.origin_latency.observe(loop.time() - started)
             return response, target
         assert last is not None
         raise last
@@ -527,6 +612,15 @@ class ClientConnection(asyncio.Protocol):
         else:
             self.busy = False
             self._process()
+
+    def _abort(self) -> None:
+        """Drop the connection now, discarding what it has not read (slow consumer)."""
+        self.session = None
+        self.subscriber = None
+        self._cancel_timer()
+        if not self._closed and self.transport is not None:
+            self._closed = True
+            self.transport.abort()
 
     def _close(self) -> None:
         if not self._closed and self.transport is not None:
@@ -824,6 +918,9 @@ class ClientConnection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         if sub.events:
             events = sub.take_events()
+            if any(isinstance(e, BufferOverflow) for e in events):
+                self.server.slow_consumers.inc()
+                log.warning("closing slow consumer %s (output buffer full)", self.peer)
             if isinstance(session, GripWebSocket):
                 self._perform_ws(session.handle_events(events, loop.time()))
             else:
@@ -877,7 +974,10 @@ class ClientConnection(asyncio.Protocol):
                 self.server.broker.sync()
                 self._respond_now(action.status, action.reason, action.headers, action.body)
             elif isinstance(action, EndStream):
-                self._end_stream()
+                if action.abort:
+                    self._abort()
+                else:
+                    self._end_stream()
             elif isinstance(action, Retry):
                 self.server.spawn(self._retry(action))
             elif isinstance(action, FetchNextLink):
@@ -1060,6 +1160,9 @@ class ClientConnection(asyncio.Protocol):
                 self._respond_now(action.status, action.reason, action.headers, action.body)
             elif isinstance(action, CloseClient):
                 sub = self.subscriber
+                if action.abort:
+                    self._abort()
+                    continue
                 if sub is not None and self.transport is not None and not self._closed:
                     self.transport.write(sub.take_output())
                 self.session = None
@@ -1484,6 +1587,7 @@ class PublishConnection(asyncio.Protocol):
             publish_key=config.publish_key,
             max_body=config.max_publish_body,
             max_content_size=config.max_content_size,
+            metrics=self.server.metrics.render,
         )
         if response.items:
             self.server.publish(response.items)

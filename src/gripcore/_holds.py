@@ -97,7 +97,11 @@ class FetchNextLink(HoldAction):
 
 @dataclass(frozen=True, slots=True)
 class EndStream(HoldAction):
+    """End the body. `abort`: drop the connection at once instead (a reader that stopped
+    reading would never take the rest: the slow-consumer policy)."""
+
     error: str | None = None
+    abort: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,7 +412,7 @@ class StreamHold(_Hold):
             if isinstance(event, CloseRequested):
                 actions.extend(self._end(None))
             elif isinstance(event, BufferOverflow):
-                actions.extend(self._end("slow consumer: output buffer full"))
+                actions.extend(self._end("slow consumer: output buffer full", abort=True))
             elif isinstance(event, FilterFailed):
                 if self.debug:
                     actions.extend(self._end(event.message))
@@ -444,9 +448,9 @@ class StreamHold(_Hold):
         self._next_at = None
         return FetchNextLink(self._next_url, self.grip_last())
 
-    def _end(self, error: str | None) -> list[HoldAction]:
+    def _end(self, error: str | None, *, abort: bool = False) -> list[HoldAction]:
         """End the stream (Pushpin appends the error text in debug mode only)."""
         self._move("end")
         if error is not None and self.debug:
             self._write(f"\n\n{error}\n".encode())
-        return self._finish([EndStream(error)])
+        return self._finish([EndStream(error, abort)])

@@ -431,7 +431,9 @@ class Hub:
         self._emit(sub, BufferOverflow(item.channel, size), result)
 
     def _emit(self, sub: Subscriber, event: HubEvent, result: PublishResult) -> None:
-        if not sub.pending:
+        # woken on its first event even when output is pending: a stalled connection (paused
+        # writes, full buffer) must still see its overflow event
+        if not sub.events:
             result.woken.append(sub)
         sub.events.append(event)
 

@@ -12,6 +12,8 @@ adapter tells us); 413 for an over-limit body (Pushpin answers 400 there; 413 is
 status, a deliberate difference). Optional authentication (off by default, as Pushpin, which
 relies on binding to loopback): a static key given as `Authorization: Bearer KEY`, or as
 `Fastly-Key: KEY` on the Fastly path; anything else is 401 and nothing is published.
+`GET /metrics` serves the Prometheus text the adapter renders (no authentication: like the
+publish API itself, the listener is meant for loopback or a private network).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import hmac
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ._errors import PublishError
@@ -27,9 +29,12 @@ from ._items import DEFAULT_MAX_CONTENT_SIZE, Item, parse_publish_body
 
 __all__ = [
     "DEFAULT_MAX_PUBLISH_BODY",
+    "METRICS_CONTENT_TYPE",
     "PublishResponse",
     "handle_publish_request",
 ]
+
+METRICS_CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 # Pushpin's push_in_http_max_body_size: a batch of ~30 maximum-size items.
 DEFAULT_MAX_PUBLISH_BODY = 1_000_000
@@ -100,13 +105,19 @@ def handle_publish_request(
     publish_key: str | None = None,
     max_body: int = DEFAULT_MAX_PUBLISH_BODY,
     max_content_size: int = DEFAULT_MAX_CONTENT_SIZE,
+    metrics: Callable[[], bytes] | None = None,
 ) -> PublishResponse:
-    """Answer one publish API request. Never raises for what the client sent."""
+    """Answer one publish API request. Never raises for what the client sent. `metrics`, when
+    given, renders the Prometheus text served at `GET /metrics`."""
     wants_json = _wants_json(headers)
     as_json = bool(wants_json)
     path = target.split(b"?", 1)[0].decode("latin-1")
     if path == "/":
         return _answer(200, "gripcore API", as_json)
+    if path == "/metrics" and metrics is not None:
+        if method not in (b"GET", b"HEAD"):
+            return _answer(405, "Method Not Allowed", as_json, [(b"Allow", b"GET")])
+        return PublishResponse(200, [(b"Content-Type", METRICS_CONTENT_TYPE)], metrics())
     fastly = _FASTLY_PATH.fullmatch(path) is not None
     if (path.rstrip("/") != "/publish" or path.endswith("//")) and not fastly:
         return _answer(404, "Not Found", as_json)

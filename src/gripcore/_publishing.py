@@ -443,9 +443,11 @@ def _server_message(body: bytes) -> str:
 
 def _retry_after(headers: Sequence[tuple[str | bytes, str | bytes]]) -> float:
     value = _header(headers, "retry-after")
-    if value is None or not value.strip().isdigit():
+    text = value.strip() if value is not None else ""
+    # ASCII digits only: str.isdigit() also accepts "²" and other digits float() refuses
+    if not text.isascii() or not text.isdigit():
         return 0.0  # absent, or an HTTP date: reading it would need the clock
-    return min(float(value.strip()), MAX_RETRY_AFTER)
+    return min(float(text), MAX_RETRY_AFTER)
 
 
 def _no_jitter() -> float:

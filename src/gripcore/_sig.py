@@ -352,7 +352,7 @@ def _verify_key_from_jwk(jwk: Mapping[str, Any]) -> VerifyKey:
             alg = "RS256"
         else:
             raise LocalProtocolError(f"unsupported JWK kty {kty!r} (need EC, RSA or oct)")
-    except (PyJWTError, ValueError) as exc:
+    except (PyJWTError, ValueError, KeyError) as exc:  # pyjwt raises KeyError for a missing "k"
         raise LocalProtocolError(f"invalid JWK: {exc}") from None
     if isinstance(loaded, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
         loaded = loaded.public_key()

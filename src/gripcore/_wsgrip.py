@@ -95,7 +95,10 @@ class RejectClient(WebSocketAction):
 
 @dataclass(frozen=True, slots=True)
 class CloseClient(WebSocketAction):
-    """Write what is in `outbuf` (a close frame when there was one to send), then close."""
+    """Write what is in `outbuf` (a close frame when there was one to send), then close.
+    `abort`: drop the connection at once (a client that stopped reading: slow consumer)."""
+
+    abort: bool = False
 
 
 def _sendable_close_code(code: int) -> bool:
@@ -210,13 +213,13 @@ class GripWebSocket:
         self.subscriber.outbuf += encode_frames(opcode, payload)
 
     def _close_client(
-        self, code: int | None, reason: str = "", *, frame: bool = True
+        self, code: int | None, reason: str = "", *, frame: bool = True, abort: bool = False
     ) -> list[WebSocketAction]:
         """Send a close frame (without a status when `code` is None), unless `frame` is False
-        (the connection is dropped), and end the connection."""
-        if frame:
+        or `abort` (the connection is dropped), and end the connection."""
+        if frame and not abort:
             self.subscriber.outbuf += encode_ws_frame(0x8, close_payload(code, reason))
-        return self._end([CloseClient()])
+        return self._end([CloseClient(abort)])
 
     # --- GRIP mode ---
 
@@ -304,7 +307,7 @@ class GripWebSocket:
             elif isinstance(event, RefreshRequested):
                 actions += self._refresh(now)
             elif isinstance(event, BufferOverflow):
-                actions += self._close_client(CLOSE_TRY_LATER, "slow consumer")
+                actions += self._close_client(CLOSE_TRY_LATER, "slow consumer", abort=True)
             elif isinstance(event, FilterFailed) and self.debug:
                 actions += self._close_client(CLOSE_INTERNAL, event.message)
         return actions
