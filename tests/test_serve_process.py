@@ -134,3 +134,29 @@ def test_sighup_reloads_routes_without_dropping_connections(tmp_path: Path) -> N
         first.stop()
         second.stop()
     assert proc.returncode == 0
+
+
+def test_sigterm_answers_long_polls_and_closes_websockets_with_1001() -> None:
+    from wsproto.events import CloseConnection
+
+    from .e2e_support import WsClient
+
+    proc, port, _publish_port = start_serve()
+    try:
+        poll = RawClient(port)
+        poll.get("/test/long-poll")
+        ws = WsClient(port, "/test/websocket")
+        ws.accept()
+        time.sleep(0.3)  # both held
+        proc.send_signal(signal.SIGTERM)
+        head, body = poll.read_response()
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert body == b'{"messages": []}\n'  # the hold's own timeout response
+        event = ws.next_event()
+        assert isinstance(event, CloseConnection) and event.code == 1001
+        proc.communicate(timeout=10)
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

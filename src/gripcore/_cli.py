@@ -1,4 +1,4 @@
-"""The `gripcore` command line: `gripcore serve` and `gripcore publish`.
+"""The `gripcore` command line: `gripcore serve`, `gripcore publish` and `gripcore check`.
 
 This module is the I/O edge of the command line, and the only place outside the adapters that
 touches the outside world: it reads the config file, the process environment, standard input and
@@ -14,8 +14,11 @@ touches the outside world: it reads the config file, the process environment, st
   `--ws` select formats instead; `--sse` frames the stream content as one Server-Sent Event.
   `--dry-run` prints the request body instead of sending it.
 
-Exit codes: 0 success; 1 the publish failed (refused connection, non-2xx answer); 2 bad usage or
-configuration (argparse's convention), including a missing adapter.
+* `gripcore check proxy|origin` runs the GRIP conformance checks: the catalogue, judging and
+  report are `_check`; the network driver is `gripcore.adapters.checker`, imported lazily.
+
+Exit codes: 0 success; 1 the publish failed (refused connection, non-2xx answer) or a check
+failed; 2 bad usage or configuration (argparse's convention), including a missing adapter.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from urllib.parse import parse_qs, urlsplit
 import jwt
 
 from . import __version__
+from ._check import add_check_parser
 from ._config import (
     OPTIONS,
     Config,
@@ -263,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Publish one item to a GRIP server (gripcore, Pushpin, Fastly Fanout).",
     )
     _add_publish_options(publish)
+    add_check_parser(commands)
     return parser
 
 
@@ -650,6 +655,9 @@ def main(
             return _serve(args, environ)
         if args.command == "publish":
             return _publish(args, environ, stdin if stdin is not None else sys.stdin.buffer)
+        if args.command == "check" and args.check_target is not None:
+            checker = importlib.import_module("gripcore.adapters.checker")
+            return int(checker.run_check(args))
     except _UsageError as exc:
         _error(args.command, str(exc))
         return 2
