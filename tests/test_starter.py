@@ -20,10 +20,10 @@ from gripcore._errors import LocalProtocolError, PublishError
 from gripcore._instruct import parse_instruct
 from gripcore._items import parse_publish_body
 from gripcore._starter import (
+    KEEP_ALIVE_TIMEOUT,
     LONG_POLL_TIMEOUT,
     MAX_PUBLISH_FORM_SIZE,
     MAX_PUBLISH_TEXT_SIZE,
-    SSE_KEEP_ALIVE_TIMEOUT,
     STARTER_CHANNEL,
     STARTER_PATHS,
     banner,
@@ -70,7 +70,12 @@ HOLD_VECTORS: list[tuple[str, int, Headers, bytes]] = [
     (
         "/test/stream",
         200,
-        [(b"Content-Type", b"text/plain"), (b"Grip-Hold", b"stream"), (b"Grip-Channel", b"test")],
+        [
+            (b"Content-Type", b"text/plain"),
+            (b"Grip-Hold", b"stream"),
+            (b"Grip-Channel", b"test"),
+            (b"Grip-Keep-Alive", b"\\n; format=cstring; timeout=20"),
+        ],
         b"[stream open on channel test]\n",
     ),
     (
@@ -80,6 +85,7 @@ HOLD_VECTORS: list[tuple[str, int, Headers, bytes]] = [
             (b"Content-Type", b"text/plain"),
             (b"Grip-Hold", b"stream"),
             (b"Grip-Channel", b"a:b.c_D"),
+            (b"Grip-Keep-Alive", b"\\n; format=cstring; timeout=20"),
         ],
         b"[stream open on channel a:b.c_D]\n",
     ),
@@ -294,14 +300,18 @@ def test_holds_parse_as_grip_instructs(
     if hold == "response":
         assert instruct.timeout == LONG_POLL_TIMEOUT
         assert instruct.keep_alive is None
-    elif content_type == b"text/event-stream":
-        assert instruct.keep_alive is not None
-        assert instruct.keep_alive.data == b":\n\n"
-        assert instruct.keep_alive.timeout == SSE_KEEP_ALIVE_TIMEOUT
-        assert instruct.keep_alive.mode == "idle"
-        assert _sse_data(body.decode()) == []  # the initial body is only a comment
     else:
-        assert instruct.keep_alive is None
+        assert instruct.keep_alive is not None
+        assert instruct.keep_alive.timeout == KEEP_ALIVE_TIMEOUT
+        assert instruct.keep_alive.mode == "idle"
+        # Both keep-alives dispatch no SSE event, between or after events.
+        assert _sse_data(instruct.keep_alive.data.decode() * 2) == []
+        assert _sse_data("data: x\n\n" + instruct.keep_alive.data.decode()) == ["x"]
+        if content_type == b"text/event-stream":
+            assert instruct.keep_alive.data == b":\n\n"
+            assert _sse_data(body.decode()) == []  # the initial body is only a comment
+        else:
+            assert instruct.keep_alive.data == b"\n"
 
 
 def test_page_response() -> None:
@@ -629,6 +639,11 @@ def test_page_has_the_panels_and_the_form(page: str) -> None:
     assert parser.ids["publish-text"][0] == "input"
     assert parser.ids["publish-channel"][1]["value"] == "test"
     assert parser.ids["publish-button"][1]["type"] == "submit"
+    assert "not shown" in page and "prev-id" in page  # the long-poll panel says what it misses
+    assert page.count('class="stream-status"') == 1
+    assert re.search(
+        r"@media \(min-width: 900px\) \{\s*main \{ grid-template-columns: repeat\(2,", page
+    )
     assert all(name in parser.ids for name in FORM_IDS)
     script = "".join(parser.scripts)
     for needle in [
@@ -638,15 +653,20 @@ def test_page_has_the_panels_and_the_form(page: str) -> None:
         '"/test/websocket"',
         'fetch("/test/publish"',
         "getReader()",
+        "function sseParser(",  # the stream panel shows SSE events, not network reads
         'createElement("li")',
+        'searchParams.set("channel"',  # the channel field reopens the page on ?channel=
+        'addEventListener("pagehide"',  # a left page closes its held connections
     ]:
         assert needle in script
 
 
 def test_page_is_self_contained(page: str) -> None:
     assert re.findall(r"(?i)\b(?:https?|wss?)://[\w.\[-]", page) == []
-    assert re.findall(r"(?i)<(?:link|img|iframe)\b|\bsrc\s*=", page) == []
+    assert re.findall(r"(?i)<(?:img|iframe)\b|\bsrc\s*=", page) == []
     assert "//cdn" not in page and "@import" not in page
+    # The one <link> is an empty inline favicon, so the browser asks for no /favicon.ico (404).
+    assert re.findall(r"(?i)<link\b[^>]*>", page) == ['<link rel="icon" href="data:,">']
 
 
 def test_missing_page_is_a_local_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

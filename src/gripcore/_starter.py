@@ -14,8 +14,10 @@ Paths (`?channel=NAME` picks another channel than `test`; NAME is 1-64 character
   The initial body is the SSE comment `: subscribed to test\\n\\n`: a comment, because
   EventSource ignores comments, so the page shows only published events.
 - `GET /test/stream`: a plain HTTP stream hold (`text/plain`), initial body
-  `[stream open on channel test]\\n`. It receives the `http-stream` format, the same SSE-framed
-  chunks as `/test/sse`.
+  `[stream open on channel test]\\n` and `Grip-Keep-Alive: \\n; format=cstring; timeout=20`
+  (an empty line every 20 s of silence). It receives the `http-stream` format, the same
+  SSE-framed chunks as `/test/sse`; the page parses them as SSE, where an empty line between
+  events dispatches nothing, so the keep-alive is invisible there and harmless to `curl -N`.
 - `GET /test/long-poll`: a response hold with `Grip-Timeout: 30`; the timeout response is
   `{"messages": []}\\n` (application/json), which the `http-response` format replaces.
 - `POST /test/websocket` (`Content-Type: application/websocket-events`): WebSocket-over-HTTP.
@@ -72,11 +74,11 @@ from ._wsevents import (
 )
 
 __all__ = [
+    "KEEP_ALIVE_TIMEOUT",
     "LONG_POLL_TIMEOUT",
     "MAX_CHANNEL_LENGTH",
     "MAX_PUBLISH_FORM_SIZE",
     "MAX_PUBLISH_TEXT_SIZE",
-    "SSE_KEEP_ALIVE_TIMEOUT",
     "STARTER_CHANNEL",
     "STARTER_PATHS",
     "StarterResponse",
@@ -95,8 +97,9 @@ STARTER_CHANNEL: Final = "test"
 MAX_CHANNEL_LENGTH: Final = 64
 _CHANNEL = re.compile(rf"[A-Za-z0-9_.:-]{{1,{MAX_CHANNEL_LENGTH}}}")
 
-# Under the 30-60 s idle timeouts common in proxies and load balancers between browser and us.
-SSE_KEEP_ALIVE_TIMEOUT: Final = 20
+# Both stream holds: under the 30-60 s idle timeouts common in proxies and load balancers
+# between browser and us.
+KEEP_ALIVE_TIMEOUT: Final = 20
 
 # Long enough to show that the request is held, short enough to see the timeout response.
 LONG_POLL_TIMEOUT: Final = 30
@@ -220,7 +223,7 @@ def _get_sse(request: _Request) -> StarterResponse:
         (b"Cache-Control", b"no-cache"),
         (b"Grip-Hold", b"stream"),
         (b"Grip-Channel", channel),
-        (b"Grip-Keep-Alive", b":\\n\\n; format=cstring; timeout=%d" % SSE_KEEP_ALIVE_TIMEOUT),
+        (b"Grip-Keep-Alive", b":\\n\\n; format=cstring; timeout=%d" % KEEP_ALIVE_TIMEOUT),
     ]
     return _response(200, headers, b": subscribed to " + channel + b"\n\n")
 
@@ -231,6 +234,7 @@ def _get_stream(request: _Request) -> StarterResponse:
         (b"Content-Type", b"text/plain"),
         (b"Grip-Hold", b"stream"),
         (b"Grip-Channel", channel),
+        (b"Grip-Keep-Alive", b"\\n; format=cstring; timeout=%d" % KEEP_ALIVE_TIMEOUT),
     ]
     return _response(200, headers, b"[stream open on channel " + channel + b"]\n")
 
