@@ -324,7 +324,7 @@ class Server:
             self._dirty = {}
             self._flush_scheduled = False
             for conn in dirty:
-                conn.flush()
+                conn.flush_output()
             if self._flush_since is not None:
                 self.write_latency.observe(asyncio.get_running_loop().time() - self._flush_since)
                 self._flush_since = None
@@ -333,7 +333,7 @@ class Server:
         for conn in batch:
             del dirty[conn]
         for conn in batch:
-            conn.flush()
+            conn.flush_output()
         asyncio.get_running_loop().call_soon(self._flush)
 
     def _arm_broker_timer(self) -> None:
@@ -909,6 +909,22 @@ class ClientConnection(asyncio.Protocol):
         self.server.broker.sync()
         self.flush()
 
+    def flush_output(self) -> None:
+        """The fan-out pass's call: when the hub left only bytes, write them and stop there.
+        Writing moves an idle keep-alive's deadline later, never earlier, so a timer already
+        armed stays right (see _arm_timer); anything else goes through `flush`."""
+        sub = self.subscriber
+        session = self.session
+        if sub is None or session is None or self._closed or sub.events or self._timer_at is None:
+            self.flush()
+            return
+        buf = sub.outbuf
+        if buf and not self._paused and self.transport is not None:
+            data = bytes(buf)
+            buf.clear()
+            self.transport.write(data)
+            session.wrote(asyncio.get_running_loop().time())
+
     def flush(self) -> None:
         """Drain the subscriber: act on hub events, write pending bytes, re-arm the timer."""
         sub = self.subscriber
@@ -929,8 +945,7 @@ class ClientConnection(asyncio.Protocol):
                 return
         if sub.outbuf and not self._paused and self.transport is not None:
             self.transport.write(sub.take_output())
-            if not isinstance(session, ResponseHold):
-                session.wrote(loop.time())
+            session.wrote(loop.time())
         self._arm_timer()
 
     def _arm_timer(self) -> None:

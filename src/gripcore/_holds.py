@@ -252,6 +252,9 @@ class ResponseHold(_Hold):
     def next_deadline(self) -> float | None:
         return self.deadline if self.state is _HOLDING else None
 
+    def wrote(self, now: float) -> None:
+        """Nothing is written to a held long-poll before its one response."""
+
     def timeout_response(self) -> Respond:
         i = self.instruct
         return Respond(i.status, i.reason, list(i.headers), i.body)
