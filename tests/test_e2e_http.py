@@ -559,3 +559,56 @@ def test_a_stalled_reader_is_closed_and_the_others_get_everything(origin: Origin
         for r in readers:
             assert r.read_until(b"end\r\n").endswith(b"3\r\nend\r\n")
         stalled.close()
+
+
+def test_faults_leak_no_sockets_tasks_or_subscriptions(origin: Origin) -> None:
+    """Clients vanishing mid-request, mid-hold and mid-handshake, and an origin that is down:
+    afterwards the proxy holds no extra file descriptors, tasks, connections or subscribers."""
+    import asyncio
+    import os
+
+    origin.routes["/leak-hold"] = grip([("Grip-Hold", "response"), ("Grip-Channel", "leak")])
+    origin.routes["/leak-stream"] = grip([("Grip-Hold", "stream"), ("Grip-Channel", "leak")])
+
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    with running_proxy(
+        routes=(f"example.com 127.0.0.1:{origin.port},over_http", "down.example 127.0.0.1:1")
+    ) as p:
+
+        def tasks() -> int:
+            return int(p.call(lambda: len(asyncio.all_tasks(p.loop))))
+
+        warm = RawClient(p.port)  # warm the origin pool so its idle connection is in `before`
+        warm.get("/leak-stream")
+        warm.read_until(b"\r\n\r\n")
+        warm.close()
+        wait_for(lambda: subscribers(p, "leak") == 0)
+        before_fds, before_tasks = fds(), tasks()
+        before_pooled = int(p.call(lambda: p.server.origin.stats.open_connections))
+        for _ in range(5):
+            hold, stream, half, down, ws = (RawClient(p.port) for _ in range(5))
+            hold.get("/leak-hold")
+            stream.get("/leak-stream")
+            stream.read_until(b"\r\n\r\n")
+            half.send(
+                b"POST /leak-hold HTTP/1.1\r\nHost: example.com\r\nContent-Length: 10\r\n\r\nab"
+            )
+            down.get("/", host="down.example")
+            assert down.read_response()[0].startswith(b"HTTP/1.1 502 ")
+            ws.send(b"GET /leak-ws HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n")
+            wait_for(lambda: subscribers(p, "leak") == 2)
+            for c in (hold, stream, half, down, ws):
+                c.close()
+        wait_for(lambda: subscribers(p, "leak") == 0)
+        wait_for(lambda: not p.server.connections)
+        wait_for(lambda: tasks() <= before_tasks)
+
+        def pooled() -> int:  # idle keep-alive connections to the origin: bounded, not leaks
+            return int(p.call(lambda: p.server.origin.stats.open_connections))
+
+        # each pooled connection is two descriptors here: the origin runs in this process too
+        wait_for(lambda: fds() - 2 * pooled() <= before_fds - 2 * before_pooled)
+        assert pooled() <= 32  # the pool's own bound
+        assert list(p.server.broker.hub.channels()) == []

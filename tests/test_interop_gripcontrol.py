@@ -148,3 +148,39 @@ def test_gripcontrol_websocket_over_http(
     while subscribers(proxy, "gc-ws") and time.monotonic() < deadline:
         time.sleep(0.01)
     assert subscribers(proxy, "gc-ws") == 0
+
+
+def test_pubcontrol_jwt_auth_against_publish_key() -> None:
+    """pubcontrol signs its publishes with an HS256 JWT (control_iss + key): gripcore accepts
+    them with --publish-key/--publish-iss and refuses the wrong key."""
+    origin = Origin(routes={"/s": stream_origin}).start()
+    secret = "pubcontrol-secret-0123456789-abcdef"
+    try:
+        with running_proxy(
+            routes=(f"* 127.0.0.1:{origin.port}",),
+            sig_key=KEY,
+            publish_key=secret,
+            publish_iss="my-app",
+        ) as proxy:
+            client = RawClient(proxy.port)
+            client.get("/s")
+            client.read_until(b"start\n\r\n")
+            wait_for(lambda: subscribers(proxy, "gc-stream") == 1)
+            base = f"http://127.0.0.1:{proxy.publish_port}"
+            good = GripPubControl({"control_uri": base, "control_iss": "my-app", "key": secret})
+            good.publish_http_stream("gc-stream", "signed\n", blocking=True)
+            assert client.read_until(b"signed\n\r\n") == b"7\r\nsigned\n\r\n"
+            bad = GripPubControl(
+                {
+                    "control_uri": base,
+                    "control_iss": "my-app",
+                    "key": "wrong-key-0123456789-0123456789ab",
+                }
+            )
+            with pytest.raises(ValueError, match="401"):
+                bad.publish_http_stream("gc-stream", "forged\n", blocking=True)
+            assert client.nothing_for(0.3)
+            good.close()
+            bad.close()
+    finally:
+        origin.stop()

@@ -153,3 +153,50 @@ def test_never_raises_and_items_only_on_200(
     assert response.headers[0][0] == b"Content-Type"
     if response.status != 200:
         assert response.items == []
+
+
+JWT_KEY = "publish-secret-0123456789-abcdefghij"
+ITEM_BODY = b'{"items":[{"channel":"c","formats":{"http-stream":{"content":"x"}}}]}'
+
+
+def _jwt(key: str, iss: str, exp: int) -> bytes:
+    import jwt
+
+    return jwt.encode({"iss": iss, "exp": exp}, key, algorithm="HS256").encode()
+
+
+@pytest.mark.parametrize(
+    ("token", "iss", "status"),
+    [
+        (_jwt(JWT_KEY, "pub", 2000), "pub", 200),  # valid JWT signed with the publish key
+        (_jwt(JWT_KEY, "pub", 2000), None, 200),  # no issuer configured: any issuer
+        (_jwt(JWT_KEY, "other", 2000), "pub", 401),  # wrong issuer
+        (_jwt(JWT_KEY, "pub", 999), "pub", 401),  # expired (now = 1000)
+        (_jwt("not-the-publish-key-0123456789abcdef", "pub", 2000), "pub", 401),  # wrong key
+        (b"a.b.c", "pub", 401),  # not a JWT at all
+    ],
+)
+def test_publish_jwt_bearer_tokens(token: bytes, iss: str | None, status: int) -> None:
+    response = handle_publish_request(
+        b"POST",
+        b"/publish/",
+        [(b"Authorization", b"Bearer " + token)],
+        ITEM_BODY,
+        publish_key=JWT_KEY,
+        publish_iss=iss,
+        now=1000.0,
+    )
+    assert response.status == status
+    assert bool(response.items) == (status == 200)
+
+
+def test_jwt_tokens_need_a_clock() -> None:
+    token = _jwt(JWT_KEY, "pub", 2000)
+    response = handle_publish_request(
+        b"POST",
+        b"/publish/",
+        [(b"Authorization", b"Bearer " + token)],
+        ITEM_BODY,
+        publish_key=JWT_KEY,
+    )
+    assert response.status == 401  # without `now` only the static key is accepted

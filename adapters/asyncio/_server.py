@@ -1603,6 +1603,8 @@ class PublishConnection(asyncio.Protocol):
             max_body=config.max_publish_body,
             max_content_size=config.max_content_size,
             metrics=self.server.metrics.render,
+            publish_iss=config.publish_iss,
+            now=time.time(),
         )
         if response.items:
             self.server.publish(response.items)

@@ -571,6 +571,14 @@ OPTIONS: Final[tuple[Option, ...]] = (
         secret=True,
     ),
     Option(
+        "publish_iss",
+        "publish-iss",
+        "ISS",
+        "issuer a JWT publish token (HS256, signed with --publish-key) must carry",
+        _parse_optional_text,
+        _check_optional_name,
+    ),
+    Option(
         "log_level",
         "log-level",
         "LEVEL",
@@ -668,6 +676,7 @@ class Config:
     sig_key: str | None = None
     sig_iss: str = "pushpin"
     publish_key: str | None = None
+    publish_iss: str | None = None
     log_level: str = "info"
     debug: bool = False
     engine: str = "memory"

@@ -10,8 +10,9 @@ prefers JSON (`Accept` negotiation: the last recognised media range wins; none r
 406); 400 with the validation message; 405 with `Allow: POST`; 411 without Content-Length (the
 adapter tells us); 413 for an over-limit body (Pushpin answers 400 there; 413 is the honest
 status, a deliberate difference). Optional authentication (off by default, as Pushpin, which
-relies on binding to loopback): a static key given as `Authorization: Bearer KEY`, or as
-`Fastly-Key: KEY` on the Fastly path; anything else is 401 and nothing is published.
+relies on binding to loopback): a static key given as `Authorization: Bearer KEY`, a JWT
+signed with that key (HS256; `exp` and, when configured, `iss` checked), or `Fastly-Key: KEY`
+on the Fastly path; anything else is 401 and nothing is published.
 `GET /metrics` serves the Prometheus text the adapter renders (no authentication: like the
 publish API itself, the listener is meant for loopback or a private network).
 """
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 
 from ._errors import PublishError
 from ._items import DEFAULT_MAX_CONTENT_SIZE, Item, parse_publish_body
+from ._sig import SigningKey, is_valid_sig
 
 __all__ = [
     "DEFAULT_MAX_PUBLISH_BODY",
@@ -82,15 +84,30 @@ def _answer(
     return PublishResponse(status, [(b"Content-Type", ctype), *(extra or [])], body)
 
 
-def _authorized(headers: Sequence[tuple[bytes, bytes]], key: str | None, fastly_path: bool) -> bool:
+def _authorized(
+    headers: Sequence[tuple[bytes, bytes]],
+    key: str | None,
+    fastly_path: bool,
+    *,
+    iss: str | None,
+    now: float | None,
+) -> bool:
+    """The static key as a bearer token (or `Fastly-Key` on the Fastly path), or a JWT signed
+    with it (HS256, as GRIP publishers such as pubcontrol send: `exp` checked against `now`,
+    `iss` against `iss` when one is configured)."""
     if key is None:
         return True
     want = key.encode()
     for name, value in headers:
         lower = name.lower()
         if lower == b"authorization" and value[:7].lower() == b"bearer ":
-            if hmac.compare_digest(value[7:].strip(), want):
+            token = value[7:].strip()
+            if hmac.compare_digest(token, want):
                 return True
+            if now is not None and token.count(b".") == 2:
+                signing = SigningKey("HS256", want)
+                if is_valid_sig(token, signing.verify_key, now=now, iss=iss):
+                    return True
         elif lower == b"fastly-key" and fastly_path and hmac.compare_digest(value.strip(), want):
             return True
     return False
@@ -106,9 +123,13 @@ def handle_publish_request(
     max_body: int = DEFAULT_MAX_PUBLISH_BODY,
     max_content_size: int = DEFAULT_MAX_CONTENT_SIZE,
     metrics: Callable[[], bytes] | None = None,
+    publish_iss: str | None = None,
+    now: float | None = None,
 ) -> PublishResponse:
     """Answer one publish API request. Never raises for what the client sent. `metrics`, when
-    given, renders the Prometheus text served at `GET /metrics`."""
+    given, renders the Prometheus text served at `GET /metrics`. `now` (wall-clock seconds)
+    enables JWT bearer tokens signed with `publish_key`; `publish_iss` is the issuer they
+    must carry."""
     wants_json = _wants_json(headers)
     as_json = bool(wants_json)
     path = target.split(b"?", 1)[0].decode("latin-1")
@@ -127,7 +148,7 @@ def handle_publish_request(
         return _answer(
             406, "Not Acceptable. Supported formats are text/plain and application/json.", False
         )
-    if not _authorized(headers, publish_key, fastly):
+    if not _authorized(headers, publish_key, fastly, iss=publish_iss, now=now):
         return _answer(
             401, "Unauthorized", as_json, [(b"WWW-Authenticate", b'Bearer realm="gripcore"')]
         )
