@@ -92,10 +92,14 @@ def scenario_stream(port: int, publish_port: int) -> list[bytes]:
     c.get("/stream")
     out = [c.read_until(b"start\n\r\n")]
     time.sleep(SETTLE)
-    item = {"channel": "dstream", "formats": {"http-stream": {"content": "data: 1\n\n"}}}
-    publish(publish_port, [item])
-    out.append(c.read_until(b"data: 1\n\n\r\n"))
-    publish(publish_port, [{"channel": "dstream", "formats": {"http-stream": {"action": "close"}}}])
+    item = {
+        "channel": "dstream",
+        "id": f"s-{time.monotonic_ns()}",
+        "formats": {"http-stream": {"content": "data: 1\n\n"}},
+    }
+    out.append(_publish_until(publish_port, item, c, b"data: 1\n\n\r\n"))
+    close = {"channel": "dstream", "formats": {"http-stream": {"action": "close"}}}
+    publish(publish_port, [close])
     out.append(c.read_until(b"0\r\n\r\n"))
     c.get("/plain")  # the connection is kept alive after the stream ends
     out.extend(c.read_response())
@@ -107,19 +111,20 @@ def scenario_long_poll(port: int, publish_port: int) -> list[bytes]:
     c.get("/poll")
     time.sleep(SETTLE)
     fmt = {"code": 202, "headers": {"X-Pub": "yes"}, "body": "published\n"}
-    publish(publish_port, [{"channel": "dpoll", "formats": {"http-response": fmt}}])
-    return list(c.read_response())
+    item = {"channel": "dpoll", "id": f"p-{time.monotonic_ns()}", "formats": {"http-response": fmt}}
+    return [_publish_until(publish_port, item, c, b"published\n")]
 
 
 def scenario_instruct(port: int, publish_port: int) -> list[bytes]:
     c = RawClient(port)
     c.get("/instruct")
     time.sleep(SETTLE)
-    publish(
-        publish_port,
-        [{"channel": "dinstruct", "formats": {"http-response": {"body": "from publish\n"}}}],
-    )
-    return list(c.read_response())
+    item = {
+        "channel": "dinstruct",
+        "id": f"i-{time.monotonic_ns()}",
+        "formats": {"http-response": {"body": "from publish\n"}},
+    }
+    return [_publish_until(publish_port, item, c, b"from publish\n")]
 
 
 def scenario_grip_status(port: int, publish_port: int) -> list[bytes]:
@@ -139,8 +144,19 @@ def scenario_websocket(port: int, publish_port: int) -> list[bytes]:
     time.sleep(SETTLE)
     ws.send_text("hi")
     out: list[bytes] = [handshake, repr(ws.receive_message()).encode()]
-    publish(publish_port, [{"channel": "dws", "formats": {"ws-message": {"content": "pushed"}}}])
-    out.append(repr(ws.receive_message()).encode())
+    item = {
+        "channel": "dws",
+        "id": f"w-{time.monotonic_ns()}",
+        "formats": {"ws-message": {"content": "pushed"}},
+    }
+    deadline = time.monotonic() + 10
+    while True:  # the subscription reaches Pushpin's handler asynchronously: publish again
+        publish(publish_port, [item])
+        try:
+            out.append(repr(ws.receive_message(timeout=0.5)).encode())
+            break
+        except TimeoutError:
+            assert time.monotonic() < deadline
     ws.close(1000)
     event = ws.next_event()
     out.append(f"{type(event).__name__} {int(event.code)}".encode())
@@ -156,6 +172,37 @@ SCENARIOS: dict[str, Callable[[int, int], list[bytes]]] = {
     "grip-status": scenario_grip_status,
     "websocket-over-http": scenario_websocket,
 }
+
+
+def _wait_until_accepting(port: int, timeout: float = 30.0) -> None:
+    """Pushpin's publish port answers before its handler takes GRIP holds ("Accept service
+    unavailable", 500, on a loaded machine): wait until a GRIP answer is handled."""
+    deadline = time.monotonic() + timeout
+    while True:
+        c = RawClient(port)
+        c.get("/bad")
+        head, _ = c.read_response()
+        c.close()
+        if head.startswith(b"HTTP/1.1 502 "):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"Pushpin never accepted GRIP answers: {head!r}")
+        time.sleep(0.2)
+
+
+def _publish_until(
+    publish_port: int, item: dict[str, object], client: RawClient, marker: bytes
+) -> bytes:
+    """Publish `item` (it carries an id, so a repeat is dropped as a duplicate by both proxies)
+    until `marker` arrives: a subscription reaches Pushpin's handler asynchronously."""
+    deadline = time.monotonic() + 10
+    while True:
+        publish(publish_port, [item])
+        try:
+            return client.read_until(marker, timeout=0.5)
+        except TimeoutError:
+            if time.monotonic() > deadline:
+                raise
 
 
 @pytest.fixture(scope="module")
@@ -190,6 +237,7 @@ def pushpin(origin: Origin, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     if started.returncode != 0:
         pytest.skip(f"reference Pushpin could not be started: {started.stderr.strip()[-300:]}")
     try:
+        _wait_until_accepting(PUSHPIN_HTTP)
         yield PUSHPIN_HTTP, PUSHPIN_PUBLISH
     finally:
         subprocess.run(["bash", str(RUN_PUSHPIN), "stop", str(workdir)], timeout=60, check=False)
