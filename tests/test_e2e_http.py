@@ -612,3 +612,35 @@ def test_faults_leak_no_sockets_tasks_or_subscriptions(origin: Origin) -> None:
         wait_for(lambda: fds() - 2 * pooled() <= before_fds - 2 * before_pooled)
         assert pooled() <= 32  # the pool's own bound
         assert list(p.server.broker.hub.channels()) == []
+
+
+def test_drop_oldest_keeps_a_stalled_reader_connected(origin: Origin) -> None:
+    import socket as socket_module
+
+    origin.routes["/firehose2"] = grip([("Grip-Hold", "stream"), ("Grip-Channel", "firehose2")])
+    with running_proxy(
+        routes=(f"* 127.0.0.1:{origin.port}",),
+        max_output_buffer=64 * 1024,
+        slow_consumer_policy="drop-oldest",
+    ) as p:
+        reader = RawClient(p.port)
+        reader.get("/firehose2")
+        reader.read_until(b"\r\n\r\n")
+        stalled = socket_module.socket()
+        stalled.setsockopt(socket_module.SOL_SOCKET, socket_module.SO_RCVBUF, 4096)
+        stalled.connect(("127.0.0.1", p.port))
+        stalled.sendall(b"GET /firehose2 HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_for(lambda: subscribers(p, "firehose2") == 2)
+        chunk = "y" * 30_000
+        for n in range(200):
+            item = {
+                "channel": "firehose2",
+                "formats": {"http-stream": {"content": f"{n:03d}{chunk}"}},
+            }
+            publish(p.publish_port, [item])
+            reader.read_until(f"{n:03d}".encode() + chunk.encode() + b"\r\n", timeout=10)
+            if p.call(lambda: p.server.broker.hub.dropped_messages):
+                break
+        assert p.call(lambda: p.server.broker.hub.dropped_messages) > 0
+        assert subscribers(p, "firehose2") == 2  # still subscribed: old messages were dropped
+        stalled.close()

@@ -21,7 +21,7 @@ EXPECTED = {
     "Unsubscribe", "Detach", "SetMeta", "SendDelayed", "FlushDelayed", "parse_control_message",
     "encode_control_message", "classify_origin_message",
     # fan-out, sessions, sequencing, filters
-    "Hub", "Subscriber", "Transport", "Framing", "Broker", "BrokerStats", "Sequencer",
+    "Hub", "Subscriber", "Transport", "Framing", "MessagesDropped", "Broker", "BrokerStats", "Sequencer",
     "ResponseHold", "StreamHold", "WebSocketGateway", "FilterContext", "apply_filters",
     # routes, signatures, configuration
     "Route", "RouteTable", "Target", "parse_routes", "parse_route_line", "SigningKey",

@@ -48,7 +48,15 @@ from gripcore._holds import (
     Retry,
     StreamHold,
 )
-from gripcore._hub import BufferOverflow, Framing, Hub, Subscriber, Transport
+from gripcore._hub import (
+    BufferOverflow,
+    Framing,
+    Hub,
+    MessagesDropped,
+    OverflowPolicy,
+    Subscriber,
+    Transport,
+)
 from gripcore._instruct import Instruct, instruct_body_limit, is_grip_response
 from gripcore._metrics import Registry
 from gripcore._proxy import (
@@ -121,6 +129,7 @@ class Server:
         hub = Hub(
             max_channels_per_subscriber=config.max_channels_per_connection,
             max_output_buffer=config.max_output_buffer,
+            overflow_policy=cast(OverflowPolicy, config.slow_consumer_policy),
         )
         sequencer: Sequencer[Any] = Sequencer(
             id_cache_ttl=config.id_cache_ttl, message_wait=config.message_wait
@@ -171,6 +180,7 @@ class Server:
                 (("prev-id-conflict",), seq.prev_id_conflict_dropped),
                 (("sequencer-overflow",), seq.overflow_dropped),
                 (("unsubscribed",), seq.unsubscribed_dropped),
+                (("slow-consumer",), hub.dropped_messages),
             ]
 
         m.gauge("connections", "Client connections by transport.", transports, ("transport",))
@@ -937,6 +947,9 @@ class ClientConnection(asyncio.Protocol):
             if any(isinstance(e, BufferOverflow) for e in events):
                 self.server.slow_consumers.inc()
                 log.warning("closing slow consumer %s (output buffer full)", self.peer)
+            dropped = sum(e.count for e in events if isinstance(e, MessagesDropped))
+            if dropped:
+                log.debug("dropped %d oldest messages for slow consumer %s", dropped, self.peer)
             if isinstance(session, GripWebSocket):
                 self._perform_ws(session.handle_events(events, loop.time()))
             else:

@@ -23,7 +23,7 @@ from ._errors import (
 )
 from ._filters import FilterContext, apply_filters
 from ._holds import ResponseHold, StreamHold
-from ._hub import Framing, Hub, Subscriber, Transport
+from ._hub import Framing, Hub, MessagesDropped, Subscriber, Transport
 from ._instruct import Channel, Instruct, KeepAlive, Link, is_grip_response, parse_instruct
 from ._items import (
     HttpResponseFormat,
@@ -105,6 +105,7 @@ __all__ = [
     "KeepAlive",
     "Link",
     "LocalProtocolError",
+    "MessagesDropped",
     "Open",
     "Ping",
     "Pong",

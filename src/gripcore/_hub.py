@@ -17,6 +17,18 @@ Nothing here writes to a socket. Output waits in ``Subscriber.outbuf`` and ``Sub
 so the adapter schedules exactly one flush per connection however many items arrive meanwhile
 (DESIGN.md, "Data flow of one publish").
 
+Slow consumers. Each subscriber's ``outbuf`` is bounded by ``max_output_buffer``. An item that
+would overflow it goes to the overflow policy: ``close`` (the default) skips the item and emits
+`BufferOverflow`, and the session ends the connection so the client reconnects and recovers;
+``drop-oldest`` drops whole messages from the front of the buffer until the item fits, delivers
+it, and emits `MessagesDropped`. Message boundaries are recovered by parsing the framed bytes at
+the front (an HTTP/1.1 chunk, or a WebSocket message of one or more frames), which is sound
+because the adapter always drains the whole buffer when it writes, so the buffer starts on a
+boundary. ``drop-oldest`` falls back to ``close`` when the item alone is larger than the
+buffer, or when making room would mean dropping something that is not a whole droppable message:
+an HTTP/1.0 body (it has no boundaries), the last chunk (it ends the body), a close frame (it
+ends the WebSocket), or bytes it cannot parse. Then nothing at all is dropped.
+
 Channel names in the hub are the names used for subscription, that is with any route `prefix`
 already applied; `Subscriber.channel_prefix` lets filters see the un-prefixed names, as Pushpin's
 `require-sub` does.
@@ -25,9 +37,10 @@ already applied; `Subscriber.channel_prefix` lets filters see the un-prefixed na
 from __future__ import annotations
 
 import enum
-from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
+import re
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final, Literal, get_args
 
 from ._errors import FilterError, LocalProtocolError
 from ._filters import (
@@ -42,6 +55,7 @@ from ._speedups import encode_chunk, encode_ws_frame, fanout
 __all__ = [
     "DEFAULT_MAX_CHANNELS_PER_SUBSCRIBER",
     "DEFAULT_MAX_OUTPUT_BUFFER",
+    "OVERFLOW_POLICIES",
     "WS_OPCODES",
     "BufferOverflow",
     "ChannelChange",
@@ -52,6 +66,8 @@ __all__ = [
     "HintReceived",
     "Hub",
     "HubEvent",
+    "MessagesDropped",
+    "OverflowPolicy",
     "PublishResult",
     "RefreshRequested",
     "ResponseReady",
@@ -69,6 +85,10 @@ DEFAULT_MAX_CHANNELS_PER_SUBSCRIBER = 20
 # iterations, yet small enough that the policy (close, by default) catches a stalled reader
 # long before it matters to memory.
 DEFAULT_MAX_OUTPUT_BUFFER = 1 << 20
+
+# What happens to an item that would overflow a subscriber's output buffer (see the header).
+OverflowPolicy = Literal["close", "drop-oldest"]
+OVERFLOW_POLICIES: Final[tuple[OverflowPolicy, ...]] = get_args(OverflowPolicy)
 
 WS_OPCODES = {"text": 0x1, "binary": 0x2, "ping": 0x9, "pong": 0xA}
 
@@ -161,6 +181,94 @@ class BufferOverflow(HubEvent):
     """The output buffer is full: the item was not delivered; the slow-consumer policy applies."""
 
     dropped_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class MessagesDropped(HubEvent):
+    """Under ``drop-oldest``: `count` whole messages (`bytes` bytes of framed output) that were
+    waiting in the output buffer were dropped to make room for newer ones. Sessions may ignore
+    it; the adapter counts it. Consecutive drops for one channel are merged into one event."""
+
+    count: int
+    bytes: int
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or self.bytes < 1:
+            raise LocalProtocolError(
+                f"MessagesDropped needs count and bytes >= 1, got {self.count} and {self.bytes}"
+            )
+
+
+# --- message boundaries in framed output (for drop-oldest) ---------------------------------
+
+# One chunk's size line as `encode_chunk` writes it: hex digits (16 cover any size), no
+# extensions. Bounding the digits bounds the scan on a buffer that does not hold chunks.
+_CHUNK_SIZE_LINE = re.compile(rb"([0-9a-fA-F]{1,16})\r\n")
+
+_WS_FIN = 0x80
+_WS_RSV = 0x70
+_WS_MASK = 0x80
+_WS_CONTINUATION = 0x0
+_WS_CLOSE = 0x8
+
+
+def _chunk_end(buf: bytearray, pos: int) -> int | None:
+    """Where the chunk starting at `pos` ends, or None when there is no whole chunk there (or
+    it is the last chunk, which ends the body and must never be dropped)."""
+    m = _CHUNK_SIZE_LINE.match(buf, pos)
+    if m is None:
+        return None
+    size = int(m[1], 16)
+    end = m.end() + size + 2
+    if size == 0 or end > len(buf) or buf[end - 2 : end] != b"\r\n":
+        return None
+    return end
+
+
+def _ws_frame_end(buf: bytearray, pos: int) -> tuple[int, bool, int] | None:
+    """(opcode, FIN, end) of the unmasked frame starting at `pos`, or None when no whole frame
+    this server could have framed (no RSV bits, no mask) is there."""
+    if pos + 2 > len(buf):
+        return None
+    first, second = buf[pos], buf[pos + 1]
+    if first & _WS_RSV or second & _WS_MASK:
+        return None
+    length, head = second & 0x7F, 2
+    if length == 126:
+        length, head = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
+    elif length == 127:
+        length, head = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
+    end = pos + head + length
+    # a truncated header reads as a shorter length, but end still passes len(buf): None
+    if end > len(buf):
+        return None
+    return first & 0x0F, bool(first & _WS_FIN), end
+
+
+def _ws_message_end(buf: bytearray, pos: int) -> int | None:
+    """Where the WebSocket message starting at `pos` ends: one final frame, or a first frame
+    and its continuations up to the final one. None when there is no whole message there, the
+    front is a continuation (the message's head was written already), or a close frame (it ends
+    the connection and must go out)."""
+    frame = _ws_frame_end(buf, pos)
+    if frame is None:
+        return None
+    opcode, fin, pos = frame
+    if opcode in (_WS_CONTINUATION, _WS_CLOSE):
+        return None
+    while not fin:
+        frame = _ws_frame_end(buf, pos)
+        if frame is None or frame[0] != _WS_CONTINUATION:
+            return None  # cut short, or a control frame inside the message: leave it whole
+        _, fin, pos = frame
+    return pos
+
+
+# where the message at a position ends, by framing; framings without boundaries are absent
+_MESSAGE_END: Final[dict[Framing | None, Callable[[bytearray, int], int | None]]] = {
+    Framing.CHUNKED: _chunk_end,
+    Framing.WEBSOCKET: _ws_message_end,
+}
 
 
 # --- subscribers --------------------------------------------------------------------------
@@ -297,9 +405,13 @@ class _Members:
 class Hub:
     """Channel -> subscribers, and fan-out of published items to them.
 
-    Raises `LocalProtocolError` only when the caller misuses it (for example subscribing a
-    subscriber to an empty channel name). Never raises for what a publisher sent: a filter
-    error becomes a `FilterFailed` event for that one subscriber.
+    `overflow_policy` says what happens to an item that would overflow a subscriber's
+    `max_output_buffer` (module header); `dropped_messages` and `dropped_bytes` count what
+    ``drop-oldest`` dropped.
+
+    Raises `LocalProtocolError` only when the caller misuses it (an unknown overflow policy,
+    subscribing a subscriber to an empty channel name). Never raises for what a publisher sent:
+    a filter error becomes a `FilterFailed` event for that one subscriber.
     """
 
     def __init__(
@@ -307,9 +419,18 @@ class Hub:
         *,
         max_channels_per_subscriber: int = DEFAULT_MAX_CHANNELS_PER_SUBSCRIBER,
         max_output_buffer: int = DEFAULT_MAX_OUTPUT_BUFFER,
+        overflow_policy: OverflowPolicy = "close",
     ) -> None:
+        if overflow_policy not in OVERFLOW_POLICIES:
+            raise LocalProtocolError(
+                f"unknown overflow policy {overflow_policy!r}, expected one of "
+                + ", ".join(OVERFLOW_POLICIES)
+            )
         self.max_channels_per_subscriber = max_channels_per_subscriber
         self.max_output_buffer = max_output_buffer
+        self.overflow_policy: OverflowPolicy = overflow_policy
+        self.dropped_messages = 0
+        self.dropped_bytes = 0
         self._channels: dict[str, _Members] = {}
         self._changes: list[ChannelChange] = []
 
@@ -405,11 +526,15 @@ class Hub:
                     content = stream.content
                     if raw:
                         result.delivered += fanout(raw, content, result.woken, overflowed, limit)
+                        if overflowed:
+                            self._overflowed(overflowed, item.channel, content, content, result)
                     if chunked:
                         payload = encode_chunk(content)
                         result.delivered += fanout(
                             chunked, payload, result.woken, overflowed, limit
                         )
+                        if overflowed:
+                            self._overflowed(overflowed, item.channel, content, payload, result)
             else:
                 for sub in [*raw, *chunked]:
                     self._action(sub, item.channel, stream, result)  # type: ignore[arg-type]
@@ -419,16 +544,66 @@ class Hub:
                 if not message.content_filters:
                     frame = encode_ws_frame(WS_OPCODES[message.type], message.content)
                     result.delivered += fanout(ws, frame, result.woken, overflowed, limit)
+                    if overflowed:
+                        self._overflowed(overflowed, item.channel, message.content, frame, result)
             else:
                 for sub in list(ws):
                     self._action(sub, item.channel, message, result)  # type: ignore[arg-type]
-        for sub in overflowed:
-            self._overflow(sub, item, result)  # type: ignore[arg-type]
 
-    def _overflow(self, sub: Subscriber, item: Item, result: PublishResult) -> None:
-        fmt = item.http_stream if sub.transport is Transport.STREAM else item.ws_message
-        size = len(fmt.content) if fmt is not None else 0
-        self._emit(sub, BufferOverflow(item.channel, size), result)
+    def _overflowed(
+        self,
+        overflowed: list[Hashable],
+        channel: str,
+        content: bytes,
+        payload: bytes,
+        result: PublishResult,
+    ) -> None:
+        """The fast path's subscribers that `fanout` skipped as full: apply the policy to each,
+        then empty the list for the next framing."""
+        for sub in overflowed:
+            self._overflow(sub, channel, content, payload, result)  # type: ignore[arg-type]
+        overflowed.clear()
+
+    def _overflow(
+        self, sub: Subscriber, channel: str, content: bytes, payload: bytes, result: PublishResult
+    ) -> None:
+        """`payload` (framed `content`) does not fit in `sub.outbuf`: deliver it after dropping
+        the oldest messages (drop-oldest), or skip it with a `BufferOverflow` (close, and the
+        fallback when dropping cannot make room)."""
+        if self.overflow_policy == "drop-oldest" and self._drop_oldest(
+            sub, channel, len(payload), result
+        ):
+            sub.outbuf += payload  # MessagesDropped woke the subscriber if it was idle
+            result.delivered += 1
+        else:
+            self._emit(sub, BufferOverflow(channel, len(content)), result)
+
+    def _drop_oldest(self, sub: Subscriber, channel: str, size: int, result: PublishResult) -> bool:
+        """Drop whole messages from the front of `sub.outbuf` until `size` more bytes fit.
+        False, with nothing dropped, when that cannot be done: the item alone is over the limit,
+        the framing has no message boundaries, or what waits is not whole droppable messages."""
+        limit = self.max_output_buffer
+        message_end = _MESSAGE_END.get(sub.framing)
+        if size > limit or message_end is None:
+            return False
+        buf = sub.outbuf
+        excess = len(buf) + size - limit
+        cut = count = 0
+        while cut < excess:
+            end = message_end(buf, cut)
+            if end is None:
+                return False
+            cut, count = end, count + 1
+        # deleting from a bytearray's front moves its start pointer, not the bytes after it
+        del buf[:cut]
+        self.dropped_messages += count
+        self.dropped_bytes += cut
+        last = sub.events[-1] if sub.events else None
+        if isinstance(last, MessagesDropped) and last.channel == channel:
+            sub.events[-1] = MessagesDropped(channel, last.count + count, last.bytes + cut)
+        else:
+            self._emit(sub, MessagesDropped(channel, count, cut), result)
+        return True
 
     def _emit(self, sub: Subscriber, event: HubEvent, result: PublishResult) -> None:
         # woken on its first event even when output is pending: a stalled connection (paused
@@ -512,7 +687,7 @@ class Hub:
             payload = content
         limit = self.max_output_buffer
         if limit and len(sub.outbuf) + len(payload) > limit:
-            self._emit(sub, BufferOverflow(item.channel, len(content)), result)
+            self._overflow(sub, item.channel, content, payload, result)
             return
         if not sub.pending:
             result.woken.append(sub)
