@@ -644,3 +644,18 @@ def test_drop_oldest_keeps_a_stalled_reader_connected(origin: Origin) -> None:
         assert p.call(lambda: p.server.broker.hub.dropped_messages) > 0
         assert subscribers(p, "firehose2") == 2  # still subscribed: old messages were dropped
         stalled.close()
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET /metrics HTTP/1.0\r\n\r\n",
+        b'POST /publish/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 12\r\n\r\n{"items":[]}',
+    ],
+)
+def test_publish_listener_closes_when_asked(proxy: ProxyThread, request_bytes: bytes) -> None:
+    c = RawClient(proxy.publish_port)
+    c.send(request_bytes)
+    data = c.read_to_close()  # found by the soak script: the connection used to stay open
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n")

@@ -1592,7 +1592,11 @@ class PublishConnection(asyncio.Protocol):
                     return
             elif isinstance(event, h11.EndOfMessage):
                 self._handle()
-                if self.h11.our_state is h11.MUST_CLOSE or self.transport is None:
+                if self.transport is None:
+                    return
+                if self.h11.our_state is h11.MUST_CLOSE:  # Connection: close, or HTTP/1.0
+                    self.transport.close()
+                    self.transport = None
                     return
                 if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
                     self.h11.start_next_cycle()
