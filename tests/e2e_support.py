@@ -164,7 +164,10 @@ class Origin:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), RequestHandler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 1024  # the stdlib's 5 drops connections under a burst
+
+        self.server = Server(("127.0.0.1", 0), RequestHandler)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self

@@ -6,6 +6,7 @@ Each test asserts the exact bytes a client receives.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -659,3 +660,79 @@ def test_publish_listener_closes_when_asked(proxy: ProxyThread, request_bytes: b
     c.send(request_bytes)
     data = c.read_to_close()  # found by the soak script: the connection used to stay open
     assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+def test_one_stalled_reader_among_a_thousand(origin: Origin) -> None:
+    """Issue 7's scenario: 1,000 readers and one that never reads. Every reader gets every
+    message, in order and promptly, and what the proxy buffers stays within one connection's
+    limit while the stalled reader's kernel buffers fill. (Dropping it once its own buffer
+    overflows takes ~3 MB of backlog on loopback; the 20-reader test above covers that.)"""
+    import resource
+    import selectors
+    import socket as socket_module
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 4096:  # 1,001 clients and their 1,001 proxy-side sockets live in this process
+        if hard != resource.RLIM_INFINITY and hard < 4096:
+            pytest.skip(f"needs 4,096 file descriptors, the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (4096, hard))
+    origin.routes["/crowd"] = grip([("Grip-Hold", "stream"), ("Grip-Channel", "crowd")])
+    limit = 64 * 1024
+    with running_proxy(routes=(f"* 127.0.0.1:{origin.port}",), max_output_buffer=limit) as p:
+        readers = []
+        for _ in range(1000):
+            s = socket_module.create_connection(("127.0.0.1", p.port))
+            s.sendall(b"GET /crowd HTTP/1.1\r\nHost: x\r\n\r\n")
+            readers.append(s)
+        stalled = socket_module.socket()
+        stalled.setsockopt(socket_module.SOL_SOCKET, socket_module.SO_RCVBUF, 4096)
+        stalled.connect(("127.0.0.1", p.port))
+        stalled.sendall(b"GET /crowd HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_for(lambda: subscribers(p, "crowd") == 1001, timeout=20)
+        received = dict.fromkeys(readers, b"")
+        selector = selectors.DefaultSelector()
+        for s in readers:
+            s.setblocking(False)
+            selector.register(s, selectors.EVENT_READ)
+        body = "z" * 20_000
+        peak_buffered = 0
+        try:
+            for n in range(20):
+                publish(
+                    p.publish_port,
+                    [
+                        {
+                            "channel": "crowd",
+                            "formats": {"http-stream": {"content": f"<{n:02d}>{body}"}},
+                        }
+                    ],
+                )
+                want = f"<{n:02d}>".encode()
+                pending = set(readers)
+                deadline = time.monotonic() + 5  # the stall never holds the others back
+                while pending:
+                    assert time.monotonic() < deadline, f"{len(pending)} readers missed message {n}"
+                    for key, _ in selector.select(0.5):
+                        sock = key.fileobj
+                        assert isinstance(sock, socket_module.socket)
+                        chunk = sock.recv(1 << 20)
+                        received[sock] += chunk
+                        if want in received[sock][-(len(body) + 64) :]:
+                            pending.discard(sock)
+                buffered = int(
+                    p.call(
+                        lambda: sum(
+                            len(c.subscriber.outbuf) for c in p.server.connections if c.subscriber
+                        )
+                    )
+                )
+                peak_buffered = max(peak_buffered, buffered)
+            assert peak_buffered <= limit  # at most one connection's buffer, never a backlog
+            for s in readers:  # every reader saw every message, in order
+                marks = [int(m) for m in re.findall(rb"<(\d\d)>", received[s])]
+                assert marks == list(range(20))
+        finally:
+            selector.close()
+            for s in readers:
+                s.close()
+            stalled.close()

@@ -362,3 +362,27 @@ def test_many_headers_are_handled_in_one_pass() -> None:
     out = origin_request_headers(headers, body_length=0, grip=False)
     assert len(out) == 50_000  # 49,999 kept + Content-Length
     assert out[-1] == (b"Content-Length", b"0")
+
+
+def test_link_destination_allowed_hosts() -> None:
+    from gripcore._proxy import link_destination
+    from gripcore._routes import Target
+
+    route_targets = [Target("127.0.0.1", 8080)]
+    url = "https://feeds.example:8443/next?after=3"
+    assert link_destination(url, request_host="app.example", targets=route_targets) is None
+    target, path = link_destination(  # type: ignore[misc]
+        url, request_host="app.example", targets=route_targets, allowed=[("feeds.example", 8443)]
+    )
+    assert (target.host, target.port, target.ssl, path) == (
+        "feeds.example",
+        8443,
+        True,
+        b"/next?after=3",
+    )
+    assert (
+        link_destination(
+            url, request_host="app.example", targets=route_targets, allowed=[("feeds.example", 443)]
+        )
+        is None
+    )

@@ -160,3 +160,59 @@ def test_sigterm_answers_long_polls_and_closes_websockets_with_1001() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_sigterm_lets_a_request_waiting_for_the_origin_finish(tmp_path: Path) -> None:
+    def slow(request: object) -> tuple[int, list[tuple[str, str]], bytes]:
+        time.sleep(1.0)
+        return 200, [("Content-Type", "text/plain")], b"worth the wait\n"
+
+    origin = Origin(routes={"/slow": slow}).start()
+    proc, port, _ = start_serve("--route", f"* 127.0.0.1:{origin.port}", "--shutdown-grace", "5")
+    try:
+        c = RawClient(port)
+        c.get("/slow")
+        time.sleep(0.3)  # the request is at the origin
+        proc.send_signal(signal.SIGTERM)
+        head, body = c.read_response()
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert body == b"worth the wait\n"
+        assert c.read_to_close() == b""  # and then the connection is closed
+        proc.communicate(timeout=10)
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        origin.stop()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--engine", "redis://127.0.0.1:6379/0"], "only the in-process memory engine"),
+        (["--history", "10"], "history is not available yet"),
+        (["--route", "* 127.0.0.1:80,bogus_option"], "cannot start"),
+        (["--routes", "/nonexistent/routes"], "cannot start"),
+    ],
+)
+def test_serve_refuses_what_it_cannot_do(args: list[str], message: str) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gripcore",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--publish-listen",
+            "127.0.0.1:0",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -22,6 +22,7 @@ import itertools
 import logging
 import os
 import ssl as ssl_module
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from wsproto.utilities import generate_accept_token
 
 from gripcore import _starter
 from gripcore._broker import Broker
-from gripcore._config import Config
+from gripcore._config import Config, parse_listen
 from gripcore._errors import InstructError, ProtocolError, PublishError
 from gripcore._holds import (
     EndStream,
@@ -146,6 +147,9 @@ class Server:
             response_timeout=config.origin_response_timeout,
         )
         self.connections: set[ClientConnection] = set()
+        self.closing = False  # set by close(): finished requests close their connection
+        self.link_hosts = [parse_listen(h, "") for h in config.allow_link_host]
+        self._watcher: asyncio.Task[None] | None = None  # the routes-file watcher
         self.publish_connections: set[PublishConnection] = set()
         self._servers: list[asyncio.base_events.Server] = []
         self._dirty: dict[ClientConnection, None] = {}
@@ -271,16 +275,30 @@ class Server:
         self._servers.append(server)
         self.publish_address = server.sockets[0].getsockname()[:2]
         if self.config.routes_file and not self.config.routes:
-            self.spawn(self._watch_routes(self.config.routes_file))
+            self._watcher = asyncio.ensure_future(self._watch_routes(self.config.routes_file))
 
-    async def close(self) -> None:
-        """Stop listening, end every connection cleanly, and release every resource."""
+    async def close(self, grace: float = 0.0) -> None:
+        """Stop listening, end every connection cleanly, and release every resource.
+
+        Held sessions end at once (streams with their last chunk, long-polls with their
+        timeout response, WebSockets with 1001); requests still waiting for the origin get up
+        to `grace` seconds to be answered, then whatever is left is closed.
+        """
+        self.closing = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
         for server in self._servers:
             server.close()
         for conn in list(self.connections):
             conn.shutdown()
         for publisher in list(self.publish_connections):
             publisher.close()
+        in_flight = [t for t in self._tasks if not t.done()]
+        if in_flight and grace > 0:
+            await asyncio.wait(in_flight, timeout=grace)
+        for conn in list(self.connections):
+            conn._close()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -612,6 +630,9 @@ class ClientConnection(asyncio.Protocol):
         self.subscriber = None
         self._cancel_timer()
         if self._closed:
+            return
+        if self.server.closing:
+            self._close()
             return
         if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
             self.h11.start_next_cycle()
@@ -1064,7 +1085,10 @@ class ClientConnection(asyncio.Protocol):
         instruct: Instruct | None = None
         destination = (
             link_destination(
-                action.url, request_host=_host_of(request.headers), targets=self._targets
+                action.url,
+                request_host=_host_of(request.headers),
+                targets=self._targets,
+                allowed=self.server.link_hosts,
             )
             if self._targets
             else None
@@ -1106,7 +1130,12 @@ class ClientConnection(asyncio.Protocol):
     async def _post_link(self, url: str) -> None:
         request = self.held
         destination = (
-            link_destination(url, request_host=_host_of(request.headers), targets=self._targets)
+            link_destination(
+                url,
+                request_host=_host_of(request.headers),
+                targets=self._targets,
+                allowed=self.server.link_hosts,
+            )
             if self._targets
             else None
         )
@@ -1347,8 +1376,9 @@ class ClientConnection(asyncio.Protocol):
             session.client_gone()
             self._respond_now(response.status, response.reason, response.headers, response.body)
             self._close()
-        else:
+        elif not self.busy:
             self._close()
+        # else: a request is waiting for the origin; it gets the grace period to finish
 
 
 def _client_ssl(target: Target) -> ssl_module.SSLContext | None:
@@ -1683,11 +1713,29 @@ def _announce(server: Server) -> None:
         print(_starter.banner(_url(server.listen_addresses[0]), publish_url), flush=True)
 
 
+def _unsupported(config: Config) -> str | None:
+    """Options reserved for features this adapter does not have yet: refused, not ignored."""
+    if config.engine != "memory":
+        return f"--engine {config.engine}: only the in-process memory engine is available yet"
+    if config.history:
+        return "--history: per-channel history is not available yet"
+    return None
+
+
 async def _main(config: Config, ready: Callable[[Server], None] | None) -> int:
     import signal
 
-    server = Server(config)
-    await server.start()
+    problem = _unsupported(config)
+    if problem is not None:
+        print(f"gripcore serve: {problem}", file=sys.stderr)
+        return 2
+    try:
+        server = Server(config)
+        await server.start()
+    except (OSError, UnicodeDecodeError, ProtocolError) as exc:
+        # a routes file that does not parse, a key that does not load, a port in use...
+        print(f"gripcore serve: cannot start: {exc}", file=sys.stderr)
+        return 2
     _announce(server)
     if ready is not None:
         ready(server)
@@ -1697,5 +1745,5 @@ async def _main(config: Config, ready: Callable[[Server], None] | None) -> int:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, server.reload_routes)
     await stop.wait()
-    await server.close()
+    await server.close(config.shutdown_grace)
     return 0

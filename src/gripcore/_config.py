@@ -456,6 +456,22 @@ def _check_lines(value: object) -> tuple[str, ...]:
     return tuple(lines)
 
 
+def _check_link_hosts(value: object) -> tuple[str, ...]:
+    if not isinstance(value, tuple | list):
+        raise _Invalid(f"must be a list of HOST:PORT, got {_kind(value)}")
+    hosts: list[str] = []
+    for item in value:
+        text = _check_name(item).strip()
+        try:
+            host, port = parse_listen(text, "")
+        except ConfigError as exc:
+            raise _Invalid(f"{text!r} is not HOST:PORT ({exc.reason})") from None
+        if not host or port == 0:
+            raise _Invalid(f"{text!r} is not HOST:PORT")
+        hosts.append(text)
+    return tuple(hosts)
+
+
 def _parse_lines(raw: object) -> tuple[str, ...]:
     """Route lines: a string holding one or more lines, or a list of them. Blank lines and `#`
     comments are dropped, as in a routes file."""
@@ -579,6 +595,15 @@ OPTIONS: Final[tuple[Option, ...]] = (
         _check_optional_name,
     ),
     Option(
+        "allow_link_host",
+        "allow-link-host",
+        "HOST:PORT",
+        "a host Grip-Link next/gone links may also reach (repeatable)",
+        _parse_lines,
+        _check_link_hosts,
+        repeatable=True,
+    ),
+    Option(
         "log_level",
         "log-level",
         "LEVEL",
@@ -677,6 +702,7 @@ class Config:
     sig_iss: str = "pushpin"
     publish_key: str | None = None
     publish_iss: str | None = None
+    allow_link_host: tuple[str, ...] = ()
     log_level: str = "info"
     debug: bool = False
     engine: str = "memory"

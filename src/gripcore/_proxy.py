@@ -233,14 +233,19 @@ def classify_response(
 
 
 def link_destination(
-    url: str, *, request_host: str, targets: Sequence[Target]
+    url: str,
+    *,
+    request_host: str,
+    targets: Sequence[Target],
+    allowed: Sequence[tuple[str, int]] = (),
 ) -> tuple[Target, bytes] | None:
     """Where an origin-supplied link (`Grip-Link` next or gone) may be requested.
 
     A link to the client's own host (same origin) or to one of the route's targets goes to a
-    route target, with the link's path and query; anything else is refused (None), so that an
-    origin cannot make the proxy reach arbitrary hosts (no server-side request forgery).
-    Relative links must already be resolved against the request URI.
+    route target, with the link's path and query; a link to a host:port the operator listed in
+    `allowed` goes there; anything else is refused (None), so that an origin cannot make the
+    proxy reach arbitrary hosts (no server-side request forgery). Relative links must already
+    be resolved against the request URI.
     """
     parts = urlsplit(url)
     if not targets or parts.scheme not in ("http", "https") or not parts.hostname:
@@ -259,4 +264,6 @@ def link_destination(
     if same_origin and (parts.netloc.lower() == same_origin or host == same_origin):
         chosen = net_targets[0] if net_targets else targets[0]
         return chosen, path.encode("latin-1", "replace")
+    if any(h.lower() == host and p == port for h, p in allowed):
+        return Target(host, port, ssl=parts.scheme == "https"), path.encode("latin-1", "replace")
     return None
