@@ -20,7 +20,7 @@ import http.client
 import random
 import ssl
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from types import TracebackType
 
 from gripcore._items import Item
@@ -30,19 +30,13 @@ from gripcore._publishing import (
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
     MAX_RESPONSE_BODY,
+    PublishConveniences,
     PublishFailed,
     PublishPlan,
     PublishRequest,
     PublishTarget,
     RetryPolicy,
-    close_item,
-    hint_item,
     publish_target,
-    refresh_item,
-    response_item,
-    sse_item,
-    stream_item,
-    ws_item,
 )
 
 __all__ = ["PublishFailed", "Publisher"]
@@ -50,7 +44,7 @@ __all__ = ["PublishFailed", "Publisher"]
 Response = tuple[int, list[tuple[str, str]], bytes]
 
 
-class Publisher:
+class Publisher(PublishConveniences[int]):
     """Publish items to gripcore, Pushpin or Fastly Fanout, synchronously.
 
     `url`, `key`, `iss`, `fastly_service`, `fastly_key`: see `gripcore._publishing.
@@ -170,93 +164,3 @@ class Publisher:
             if delay > 0:
                 self._sleep(delay)
         return plan.published
-
-    def publish_sse(
-        self,
-        channel: str,
-        data: str,
-        *,
-        event: str | None = None,
-        event_id: str | None = None,
-        retry: int | None = None,
-        id: str | None = None,
-        prev_id: str | None = None,
-        meta: Mapping[str, str] | None = None,
-    ) -> None:
-        """Publish one Server-Sent Event to held streams (see `sse_item`)."""
-        self.publish(
-            sse_item(
-                channel,
-                data,
-                event=event,
-                event_id=event_id,
-                retry=retry,
-                id=id,
-                prev_id=prev_id,
-                meta=meta,
-            )
-        )
-
-    def publish_stream(
-        self,
-        channel: str,
-        content: bytes | str,
-        *,
-        id: str | None = None,
-        prev_id: str | None = None,
-        meta: Mapping[str, str] | None = None,
-    ) -> None:
-        """Append `content` to held HTTP streams."""
-        self.publish(stream_item(channel, content, id=id, prev_id=prev_id, meta=meta))
-
-    def publish_ws(
-        self,
-        channel: str,
-        message: str | bytes,
-        *,
-        id: str | None = None,
-        prev_id: str | None = None,
-        meta: Mapping[str, str] | None = None,
-    ) -> None:
-        """Send a WebSocket message (str: text, bytes: binary)."""
-        self.publish(ws_item(channel, message, id=id, prev_id=prev_id, meta=meta))
-
-    def publish_response(
-        self,
-        channel: str,
-        body: bytes | str,
-        *,
-        code: int = 200,
-        reason: str | None = None,
-        headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
-        id: str | None = None,
-        prev_id: str | None = None,
-        meta: Mapping[str, str] | None = None,
-    ) -> None:
-        """Answer held long-polls with this response."""
-        self.publish(
-            response_item(
-                channel,
-                body,
-                code=code,
-                reason=reason,
-                headers=headers,
-                id=id,
-                prev_id=prev_id,
-                meta=meta,
-            )
-        )
-
-    def publish_close(
-        self, channel: str, *, code: int | None = None, reason: str | None = None
-    ) -> None:
-        """Close held streams and WebSockets on `channel`."""
-        self.publish(close_item(channel, code=code, reason=reason))
-
-    def publish_hint(self, channel: str) -> None:
-        """Tell held requests on `channel` to re-fetch from the origin."""
-        self.publish(hint_item(channel))
-
-    def publish_refresh(self, channel: str) -> None:
-        """Make WebSocket-over-HTTP sessions on `channel` call the origin now."""
-        self.publish(refresh_item(channel))

@@ -18,8 +18,9 @@ import contextlib
 import random
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from types import TracebackType
+from typing import Any
 
 import h11
 
@@ -30,19 +31,13 @@ from gripcore._publishing import (
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
     MAX_RESPONSE_BODY,
+    PublishConveniences,
     PublishFailed,
     PublishPlan,
     PublishRequest,
     PublishTarget,
     RetryPolicy,
-    close_item,
-    hint_item,
     publish_target,
-    refresh_item,
-    response_item,
-    sse_item,
-    stream_item,
-    ws_item,
 )
 
 __all__ = ["AsyncPublisher", "PublishFailed"]
@@ -57,7 +52,7 @@ class _Disconnected(ConnectionError):
     """The server closed a kept-alive connection before answering."""
 
 
-class AsyncPublisher:
+class AsyncPublisher(PublishConveniences[Coroutine[Any, Any, int]]):
     """Publish items to gripcore, Pushpin or Fastly Fanout from asyncio code.
 
     Arguments as for the blocking `Publisher`; `sleep` defaults to `asyncio.sleep`. Raises
@@ -217,93 +212,3 @@ class AsyncPublisher:
                 if delay > 0:
                     await self._sleep(delay)
         return plan.published
-
-    async def publish_sse(
-        self,
-        channel: str,
-        data: str,
-        *,
-        event: str | None = None,
-        event_id: str | None = None,
-        retry: int | None = None,
-        id: str | None = None,
-        prev_id: str | None = None,
-        meta: Mapping[str, str] | None = None,
-    ) -> None:
-        """Publish one Server-Sent Event to held streams (see `sse_item`)."""
-        await self.publish(
-            sse_item(
-                channel,
-                data,
-                event=event,
-                event_id=event_id,
-                retry=retry,
-                id=id,
-                prev_id=prev_id,
-                meta=meta,
-            )
-        )
-
-    async def publish_stream(
-        self,
-        channel: str,
-        content: bytes | str,
-        *,
-        id: str | None = None,
-        prev_id: str | None = None,
-        meta: Mapping[str, str] | None = None,
-    ) -> None:
-        """Append `content` to held HTTP streams."""
-        await self.publish(stream_item(channel, content, id=id, prev_id=prev_id, meta=meta))
-
-    async def publish_ws(
-        self,
-        channel: str,
-        message: str | bytes,
-        *,
-        id: str | None = None,
-        prev_id: str | None = None,
-        meta: Mapping[str, str] | None = None,
-    ) -> None:
-        """Send a WebSocket message (str: text, bytes: binary)."""
-        await self.publish(ws_item(channel, message, id=id, prev_id=prev_id, meta=meta))
-
-    async def publish_response(
-        self,
-        channel: str,
-        body: bytes | str,
-        *,
-        code: int = 200,
-        reason: str | None = None,
-        headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
-        id: str | None = None,
-        prev_id: str | None = None,
-        meta: Mapping[str, str] | None = None,
-    ) -> None:
-        """Answer held long-polls with this response."""
-        await self.publish(
-            response_item(
-                channel,
-                body,
-                code=code,
-                reason=reason,
-                headers=headers,
-                id=id,
-                prev_id=prev_id,
-                meta=meta,
-            )
-        )
-
-    async def publish_close(
-        self, channel: str, *, code: int | None = None, reason: str | None = None
-    ) -> None:
-        """Close held streams and WebSockets on `channel`."""
-        await self.publish(close_item(channel, code=code, reason=reason))
-
-    async def publish_hint(self, channel: str) -> None:
-        """Tell held requests on `channel` to re-fetch from the origin."""
-        await self.publish(hint_item(channel))
-
-    async def publish_refresh(self, channel: str) -> None:
-        """Make WebSocket-over-HTTP sessions on `channel` call the origin now."""
-        await self.publish(refresh_item(channel))

@@ -46,7 +46,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final, Generic, Literal, TypeVar
 from urllib.parse import parse_qs, quote, urlsplit
 
 from ._errors import LocalProtocolError, PublishError
@@ -71,6 +71,7 @@ __all__ = [
     "MAX_ERROR_MESSAGE",
     "MAX_RESPONSE_BODY",
     "MAX_RETRY_AFTER",
+    "PublishConveniences",
     "PublishFailed",
     "PublishPlan",
     "PublishRequest",
@@ -716,3 +717,105 @@ def refresh_item(
 ) -> Item:
     """Refresh WebSocket-over-HTTP sessions on `channel`: the proxy calls the origin now."""
     return _item(channel, id, prev_id, meta, ws_message=WsMessageFormat(action="refresh"))
+
+
+R = TypeVar("R")
+
+
+class PublishConveniences(Generic[R]):
+    """The item builders as methods, shared by the sync and the asyncio publisher: each builds
+    one item and hands it to `publish`, returning what `publish` returns (the number of items
+    published, or an awaitable of it)."""
+
+    def publish(self, items: Item | Iterable[Item]) -> R:
+        raise NotImplementedError
+
+    def publish_sse(
+        self,
+        channel: str,
+        data: str,
+        *,
+        event: str | None = None,
+        event_id: str | None = None,
+        retry: int | None = None,
+        id: str | None = None,
+        prev_id: str | None = None,
+        meta: Mapping[str, str] | None = None,
+    ) -> R:
+        """Publish one Server-Sent Event to held streams (see `sse_item`)."""
+        return self.publish(
+            sse_item(
+                channel,
+                data,
+                event=event,
+                event_id=event_id,
+                retry=retry,
+                id=id,
+                prev_id=prev_id,
+                meta=meta,
+            )
+        )
+
+    def publish_stream(
+        self,
+        channel: str,
+        content: bytes | str,
+        *,
+        id: str | None = None,
+        prev_id: str | None = None,
+        meta: Mapping[str, str] | None = None,
+    ) -> R:
+        """Append `content` to held HTTP streams."""
+        return self.publish(stream_item(channel, content, id=id, prev_id=prev_id, meta=meta))
+
+    def publish_ws(
+        self,
+        channel: str,
+        message: str | bytes,
+        *,
+        id: str | None = None,
+        prev_id: str | None = None,
+        meta: Mapping[str, str] | None = None,
+    ) -> R:
+        """Send a WebSocket message (str: text, bytes: binary)."""
+        return self.publish(ws_item(channel, message, id=id, prev_id=prev_id, meta=meta))
+
+    def publish_response(
+        self,
+        channel: str,
+        body: bytes | str,
+        *,
+        code: int = 200,
+        reason: str | None = None,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+        id: str | None = None,
+        prev_id: str | None = None,
+        meta: Mapping[str, str] | None = None,
+    ) -> R:
+        """Answer held long-polls with this response."""
+        return self.publish(
+            response_item(
+                channel,
+                body,
+                code=code,
+                reason=reason,
+                headers=headers,
+                id=id,
+                prev_id=prev_id,
+                meta=meta,
+            )
+        )
+
+    def publish_close(
+        self, channel: str, *, code: int | None = None, reason: str | None = None
+    ) -> R:
+        """Close held streams and WebSockets on `channel`."""
+        return self.publish(close_item(channel, code=code, reason=reason))
+
+    def publish_hint(self, channel: str) -> R:
+        """Tell held requests on `channel` to re-fetch from the origin."""
+        return self.publish(hint_item(channel))
+
+    def publish_refresh(self, channel: str) -> R:
+        """Make WebSocket-over-HTTP sessions on `channel` call the origin now."""
+        return self.publish(refresh_item(channel))
