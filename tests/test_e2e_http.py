@@ -526,7 +526,9 @@ def test_metrics_endpoint_counts_connections_and_deliveries(
     assert "gripcore_origin_request_seconds_count " in text
 
 
-def test_a_stalled_reader_is_closed_and_the_others_get_everything(origin: Origin) -> None:
+def test_a_stalled_reader_is_closed_and_the_others_get_everything(
+    origin: Origin, caplog: pytest.LogCaptureFixture
+) -> None:
     import socket as socket_module
 
     origin.routes["/firehose"] = grip([("Grip-Hold", "stream"), ("Grip-Channel", "firehose")])
@@ -553,6 +555,7 @@ def test_a_stalled_reader_is_closed_and_the_others_get_everything(origin: Origin
                 break
         wait_for(lambda: subscribers(p, "firehose") == 20)  # the stalled one was dropped
         assert int(p.call(lambda: p.server.slow_consumers.values[()])) == 1
+        assert "closing slow consumer 127.0.0.1 on route " in caplog.text  # who, and where
         publish(
             p.publish_port,
             [{"channel": "firehose", "formats": {"http-stream": {"content": "end"}}}],

@@ -967,10 +967,19 @@ class ClientConnection(asyncio.Protocol):
             events = sub.take_events()
             if any(isinstance(e, BufferOverflow) for e in events):
                 self.server.slow_consumers.inc()
-                log.warning("closing slow consumer %s (output buffer full)", self.peer)
+                log.warning(
+                    "closing slow consumer %s on route %s (output buffer full)",
+                    self.peer,
+                    self._route.id if self._route is not None else "starter",
+                )
             dropped = sum(e.count for e in events if isinstance(e, MessagesDropped))
             if dropped:
-                log.debug("dropped %d oldest messages for slow consumer %s", dropped, self.peer)
+                log.info(
+                    "dropped %d oldest messages for slow consumer %s on route %s",
+                    dropped,
+                    self.peer,
+                    self._route.id if self._route is not None else "starter",
+                )
             if isinstance(session, GripWebSocket):
                 self._perform_ws(session.handle_events(events, loop.time()))
             else:
