@@ -746,3 +746,21 @@ def test_large_inputs_parse() -> None:
     assert len(load_config({}, {"GRIPCORE_LISTEN": ports}).listen) == 10_000
     with pytest.raises(ConfigError, match="must be an integer, got"):
         load_config({}, {"GRIPCORE_HISTORY": "9" * 1_000_000})
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("feeds.example:8080", "must be a list of HOST:PORT, got a string"),
+        (("feeds.example:0",), "'feeds.example:0' is not HOST:PORT"),
+        (("feeds.example:http",), "'feeds.example:http' is not HOST:PORT ("),
+        (("8080",), "'8080' is not HOST:PORT"),
+    ],
+)
+def test_allow_link_host_values(value: object, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Config(allow_link_host=value)  # type: ignore[arg-type]
+    assert message in str(info.value)
+    assert Config(allow_link_host=("feeds.example:8443",)).allow_link_host == (
+        "feeds.example:8443",
+    )
