@@ -1712,12 +1712,18 @@ def _url(address: tuple[str, int], path: str = "") -> str:
     return f"http://{host}:{port}{path}"
 
 
+def _authority(address: tuple[str, int]) -> str:
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _announce(server: Server) -> None:
     """Say where we listen; with no routes, print the starter kit's banner for a newcomer."""
     assert server.publish_address is not None
     publish_url = _url(server.publish_address, "/publish/")
     for address in server.listen_addresses:
-        log.info("listening on %s (publish API %s)", _url(address), publish_url)
+        # the address as bound (0.0.0.0 means every interface); the banner shows a local URL
+        log.info("listening on http://%s (publish API %s)", _authority(address), publish_url)
     if server.routes is None:
         print(_starter.banner(_url(server.listen_addresses[0]), publish_url), flush=True)
 
