@@ -22,8 +22,10 @@ from urllib.parse import urlsplit
 import pytest
 
 __all__ = [
+    "grip_origin_listen",
     "grip_proxy_url",
     "grip_publish_url",
+    "grip_sig_key",
     "pytest_addoption",
     "pytest_configure",
 ]
@@ -34,11 +36,29 @@ _OPTIONS = (
 )
 
 
+DEFAULT_ORIGIN_LISTEN = "127.0.0.1:9191"
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """Add `--grip-proxy` and `--grip-publish` to pytest's command line."""
+    """Add `--grip-proxy`, `--grip-publish`, `--grip-origin-listen` and `--grip-sig-key`."""
     group = parser.getgroup("gripcore", "GRIP conformance checks (gripcore.testing)")
     for dest, flag, help_text in _OPTIONS:
         group.addoption(flag, dest=dest, metavar="URL", default=None, help=help_text)
+    group.addoption(
+        "--grip-origin-listen",
+        dest="grip_origin_listen",
+        metavar="HOST:PORT",
+        default=DEFAULT_ORIGIN_LISTEN,
+        help="where the proxy checks run their own origin; route the proxy there "
+        f"(default {DEFAULT_ORIGIN_LISTEN})",
+    )
+    group.addoption(
+        "--grip-sig-key",
+        dest="grip_sig_key",
+        metavar="KEY",
+        default=None,
+        help="the proxy's Grip-Sig key, to validate its signatures (otherwise only presence)",
+    )
 
 
 def _check_url(flag: str, value: str) -> None:
@@ -51,12 +71,20 @@ def _check_url(flag: str, value: str) -> None:
         raise pytest.UsageError(f"{flag}: {value!r} must be an absolute http:// or https:// URL")
 
 
+def _host_port(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise pytest.UsageError(f"--grip-origin-listen: {value!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Reject malformed URLs up front (`pytest.UsageError`), not in every test that uses them."""
     for dest, flag, _ in _OPTIONS:
         value = config.getoption(dest)
         if value is not None:
             _check_url(flag, value)
+    _host_port(config.getoption("grip_origin_listen"))
 
 
 def _url(request: pytest.FixtureRequest, dest: str, flag: str) -> str:
@@ -76,3 +104,16 @@ def grip_proxy_url(request: pytest.FixtureRequest) -> str:
 def grip_publish_url(request: pytest.FixtureRequest) -> str:
     """The `--grip-publish` URL without a trailing slash; skips the test when it was not given."""
     return _url(request, "grip_publish", "--grip-publish")
+
+
+@pytest.fixture(scope="session")
+def grip_origin_listen(request: pytest.FixtureRequest) -> tuple[str, int]:
+    """(host, port) where the proxy checks run their origin (`--grip-origin-listen`)."""
+    return _host_port(request.config.getoption("grip_origin_listen"))
+
+
+@pytest.fixture(scope="session")
+def grip_sig_key(request: pytest.FixtureRequest) -> str | None:
+    """The `--grip-sig-key` value, or None."""
+    value: str | None = request.config.getoption("grip_sig_key")
+    return value

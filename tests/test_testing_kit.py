@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import gripcore._check
 import gripcore.testing
 import gripcore.testing.checks
 from gripcore import (
@@ -623,7 +624,11 @@ def test_checks_pass_against_the_gripcore_publish_api(
     pytester: pytest.Pytester, publish_server: _PublishServer
 ) -> None:
     result = run_checks(pytester, f"--grip-publish={_url(publish_server)}")
-    result.assert_outcomes(passed=1 + len(gripcore.testing.checks.REJECTED_PUBLISH_BODIES))
+    # the proxy checks skip: no --grip-proxy was given
+    result.assert_outcomes(
+        passed=1 + len(gripcore.testing.checks.REJECTED_PUBLISH_BODIES),
+        skipped=len(gripcore._check.PROXY_CHECKS),
+    )
     assert set(publish_server.paths) == {"/publish/"}
 
 
@@ -649,7 +654,11 @@ def test_checks_fail_against_a_broken_publish_api(
 
 def test_checks_skip_without_a_publish_url(pytester: pytest.Pytester) -> None:
     result = run_checks(pytester)
-    result.assert_outcomes(skipped=1 + len(gripcore.testing.checks.REJECTED_PUBLISH_BODIES))
+    result.assert_outcomes(
+        skipped=1
+        + len(gripcore.testing.checks.REJECTED_PUBLISH_BODIES)
+        + len(gripcore._check.PROXY_CHECKS)
+    )
 
 
 def test_plugin_alias_module_is_the_entry_point_plugin() -> None:
@@ -658,3 +667,40 @@ def test_plugin_alias_module_is_the_entry_point_plugin() -> None:
 
     for name in plugin.__all__:
         assert getattr(plugin, name) is getattr(pytest_gripcore, name)
+
+
+def test_plugin_runs_the_proxy_checks_against_gripcore(pytester: pytest.Pytester) -> None:
+    """`pytest --pyargs gripcore.testing.checks --grip-proxy ... --grip-publish ...` runs every
+    check of `gripcore check proxy`, one test each, against a real gripcore on loopback."""
+    import socket
+
+    from gripcore._check import PROXY_CHECKS
+
+    from .e2e_support import running_proxy
+
+    with socket.socket() as probe:  # a free port for the checks' own origin
+        probe.bind(("127.0.0.1", 0))
+        origin_port = probe.getsockname()[1]
+    key = "plugin-check-key-0123456789-abcdefgh"
+    with running_proxy(routes=(f"* 127.0.0.1:{origin_port},over_http",), sig_key=key) as proxy:
+        result = pytester.runpytest_inprocess(
+            *PLUGIN,
+            "--pyargs",
+            "gripcore.testing.checks",
+            "-k",
+            "test_proxy_check",
+            f"--grip-proxy=http://127.0.0.1:{proxy.port}",
+            f"--grip-publish=http://127.0.0.1:{proxy.publish_port}",
+            f"--grip-origin-listen=127.0.0.1:{origin_port}",
+            f"--grip-sig-key={key}",
+            "-p",
+            "no:cacheprovider",
+        )
+    result.assert_outcomes(passed=len(PROXY_CHECKS))
+
+
+def test_origin_listen_must_be_host_port(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(FIXTURE_TESTS)
+    result = pytester.runpytest(*PLUGIN, "--grip-origin-listen=nowhere")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--grip-origin-listen: 'nowhere' is not HOST:PORT*"])

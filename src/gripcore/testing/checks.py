@@ -6,8 +6,10 @@ Run them against any server (gripcore, Pushpin, Fastly Fanout's API shape)::
 
 or import them into a test module of your own (`from gripcore.testing.checks import *`). Each
 test takes the `grip_publish_url` fixture of `gripcore.testing.plugin`, so it is skipped when no
-URL was given. The proxy-side checks (streams, long-polls, WebSocket-over-HTTP, Grip-Sig) need an
-origin the checker runs itself and come with the `gripcore check` command.
+URL was given. With `--grip-proxy` too, the proxy-side checks of `gripcore check proxy` (streams,
+long-polls, WebSocket-over-HTTP, actions, dedup, ordering, Grip-Sig...) run as one test each; they
+start their own origin at `--grip-origin-listen` (default 127.0.0.1:9191), where the proxy under
+test must route.
 
 Only behaviour every GRIP server shares is checked: generated valid batches (without the
 `refresh` action, which Pushpin 1.36 lacks, and without null members, which it rejects) are answered 200, and batches that Pushpin and
@@ -19,6 +21,7 @@ This module does network I/O through `urllib`; it is a test tool, not part of th
 
 from __future__ import annotations
 
+import importlib
 import json
 import urllib.error
 import urllib.request
@@ -27,6 +30,7 @@ from urllib.parse import urlsplit
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 
+from .._check import PROXY_CHECKS, CheckResult, format_result
 from .._items import Action
 from .strategies import publish_bodies
 
@@ -34,7 +38,9 @@ __all__ = [
     "CHECK_TIMEOUT",
     "PORTABLE_ACTIONS",
     "REJECTED_PUBLISH_BODIES",
+    "proxy_check_results",
     "publish",
+    "test_proxy_check",
     "test_publish_accepts_generated_batches",
     "test_publish_rejects_invalid_batches",
 ]
@@ -107,3 +113,27 @@ def test_publish_rejects_invalid_batches(grip_publish_url: str, body: bytes) -> 
     """An invalid batch is rejected whole with 400, and nothing is published."""
     status, answer = publish(grip_publish_url, body)
     assert status == 400, f"invalid batch answered {status} {answer!r}: {body!r}"
+
+
+@pytest.fixture(scope="session")
+def proxy_check_results(
+    grip_proxy_url: str,
+    grip_publish_url: str,
+    grip_origin_listen: tuple[str, int],
+    grip_sig_key: str | None,
+) -> dict[str, CheckResult]:
+    """Every proxy check of `gripcore check proxy`, run once, by name."""
+    # the checker is I/O (an adapter): imported by name, as the CLI does
+    checker = importlib.import_module("gripcore.adapters.checker")
+    with checker.CheckerOriginServer(grip_origin_listen) as origin:
+        results: list[CheckResult] = checker.run_proxy_checks(
+            grip_proxy_url, grip_publish_url, origin, sig_key=grip_sig_key
+        )
+    return {result.name: result for result in results}
+
+
+@pytest.mark.parametrize("name", [spec.name for spec in PROXY_CHECKS])
+def test_proxy_check(name: str, proxy_check_results: dict[str, CheckResult]) -> None:
+    """One of `gripcore check proxy`'s checks against the proxy under test."""
+    result = proxy_check_results[name]
+    assert result.passed, format_result(result)

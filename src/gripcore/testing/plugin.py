@@ -5,10 +5,19 @@ measurement starts. This name stays for `pytest -p gripcore.testing.plugin`."""
 from __future__ import annotations
 
 from pytest_gripcore import (
+    grip_origin_listen,
     grip_proxy_url,
     grip_publish_url,
+    grip_sig_key,
     pytest_addoption,
     pytest_configure,
 )
 
-__all__ = ["grip_proxy_url", "grip_publish_url", "pytest_addoption", "pytest_configure"]
+__all__ = [
+    "grip_origin_listen",
+    "grip_proxy_url",
+    "grip_publish_url",
+    "grip_sig_key",
+    "pytest_addoption",
+    "pytest_configure",
+]
