@@ -472,3 +472,14 @@ class NativeWsOrigin:
             return
         finally:
             writer.close()
+
+
+def stop_pushpin(run_pushpin: str, workdir: str) -> None:
+    """Stop a Pushpin started by ../shared/tools/run-pushpin in `workdir`, and whatever it left:
+    its pid files can name the `setsid` wrapper rather than the process (zurl was seen to
+    outlive `run-pushpin stop`), so anything still running with this directory in its command
+    line is ended too."""
+    import subprocess
+
+    subprocess.run(["bash", run_pushpin, "stop", workdir], timeout=60, check=False)
+    subprocess.run(["pkill", "-f", f"--config[= ]{workdir}/"], timeout=10, check=False)

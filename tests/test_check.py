@@ -46,7 +46,7 @@ from gripcore._instruct import parse_instruct
 from gripcore._wsevents import Binary, Close, Open, Ping, Text, decode_events, encode_events
 from gripcore.origin import WebSocketContext, hold_stream
 
-from .e2e_support import Origin, OriginRequest, running_proxy
+from .e2e_support import Origin, OriginRequest, running_proxy, stop_pushpin
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_PUSHPIN = ROOT.parent / "shared" / "tools" / "run-pushpin"
@@ -510,7 +510,7 @@ def pushpin_port(tmp_path: Path) -> Iterator[int]:
             pytest.skip(f"reference Pushpin could not be started: {started.stderr.strip()[-300:]}")
         yield origin_port
     finally:
-        subprocess.run([*command, "stop", str(tmp_path)], timeout=60, check=False)
+        stop_pushpin(str(RUN_PUSHPIN), str(tmp_path))
 
 
 @pytest.mark.e2e

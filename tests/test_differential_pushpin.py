@@ -18,7 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from .e2e_support import Origin, OriginRequest, RawClient, WsClient, publish, running_proxy
+from .e2e_support import (
+    Origin,
+    OriginRequest,
+    RawClient,
+    WsClient,
+    publish,
+    running_proxy,
+    stop_pushpin,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -240,7 +248,7 @@ def pushpin(origin: Origin, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         _wait_until_accepting(PUSHPIN_HTTP)
         yield PUSHPIN_HTTP, PUSHPIN_PUBLISH
     finally:
-        subprocess.run(["bash", str(RUN_PUSHPIN), "stop", str(workdir)], timeout=60, check=False)
+        stop_pushpin(str(RUN_PUSHPIN), str(workdir))
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import pytest
 from gripcore.adapters.publisher import Publisher
 from gripcore.origin import WebSocketContext, hold_response, hold_stream, verify_request
 
-from .e2e_support import Origin, OriginRequest, RawClient, WsClient, running_proxy
+from .e2e_support import Origin, OriginRequest, RawClient, WsClient, running_proxy, stop_pushpin
 
 pytestmark = pytest.mark.e2e
 
@@ -175,4 +175,4 @@ def test_helpers_behind_pushpin(helper_origin: tuple[Origin, HelperOrigin], tmp_
             time.sleep(0.2)
         run_scenarios(PUSHPIN_HTTP, PUSHPIN_PUBLISH, app)
     finally:
-        subprocess.run(["bash", str(RUN_PUSHPIN), "stop", str(tmp_path)], timeout=60, check=False)
+        stop_pushpin(str(RUN_PUSHPIN), str(tmp_path))
