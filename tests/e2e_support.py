@@ -123,6 +123,7 @@ class Origin:
     routes: dict[str, Handler] = field(default_factory=dict)
     requests: list[OriginRequest] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
+    bind_port: int = 0  # 0: any free port
 
     @property
     def port(self) -> int:
@@ -167,7 +168,7 @@ class Origin:
         class Server(ThreadingHTTPServer):
             request_queue_size = 1024  # the stdlib's 5 drops connections under a burst
 
-        self.server = Server(("127.0.0.1", 0), RequestHandler)
+        self.server = Server(("127.0.0.1", self.bind_port), RequestHandler)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
@@ -483,3 +484,37 @@ def stop_pushpin(run_pushpin: str, workdir: str) -> None:
 
     subprocess.run(["bash", run_pushpin, "stop", workdir], timeout=60, check=False)
     subprocess.run(["pkill", "-f", f"--config[= ]{workdir}/"], timeout=10, check=False)
+
+
+def wait_pushpin_accepting(http_port: int, origin_port: int, timeout: float = 30.0) -> None:
+    """Pushpin's ports open before its handler takes GRIP answers ("Accept service
+    unavailable", 500, on a loaded machine): hold a probe stream through a probe origin on
+    `origin_port` until Pushpin answers it with 200, then stop the probe origin."""
+    probe = Origin(
+        routes={
+            "/gripcore-probe": lambda r: (
+                200,
+                [("Grip-Hold", "stream"), ("Grip-Channel", "probe")],
+                b"",
+            )
+        },
+        bind_port=origin_port,
+    ).start()
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            head = b""
+            try:
+                c = RawClient(http_port)
+                c.get("/gripcore-probe")
+                head = c.read_until(b"\r\n\r\n")
+                c.close()
+            except (ConnectionError, TimeoutError):
+                pass  # not listening yet
+            if head.startswith(b"HTTP/1.1 200 "):
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"Pushpin never accepted GRIP answers: {head!r}")
+            time.sleep(0.2)
+    finally:
+        probe.stop()

@@ -46,7 +46,13 @@ from gripcore._instruct import parse_instruct
 from gripcore._wsevents import Binary, Close, Open, Ping, Text, decode_events, encode_events
 from gripcore.origin import WebSocketContext, hold_stream
 
-from .e2e_support import Origin, OriginRequest, running_proxy, stop_pushpin
+from .e2e_support import (
+    Origin,
+    OriginRequest,
+    running_proxy,
+    stop_pushpin,
+    wait_pushpin_accepting,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_PUSHPIN = ROOT.parent / "shared" / "tools" / "run-pushpin"
@@ -508,6 +514,7 @@ def pushpin_port(tmp_path: Path) -> Iterator[int]:
     try:
         if started.returncode != 0:
             pytest.skip(f"reference Pushpin could not be started: {started.stderr.strip()[-300:]}")
+        wait_pushpin_accepting(PUSHPIN_HTTP, origin_port)
         yield origin_port
     finally:
         stop_pushpin(str(RUN_PUSHPIN), str(tmp_path))
