@@ -483,7 +483,7 @@ def stop_pushpin(run_pushpin: str, workdir: str) -> None:
     import subprocess
 
     subprocess.run(["bash", run_pushpin, "stop", workdir], timeout=60, check=False)
-    subprocess.run(["pkill", "-f", "--", f"--config[= ]{workdir}/"], timeout=10, check=False)
+    subprocess.run(["pkill", "-9", "-f", "--", f"--config[= ]{workdir}/"], timeout=10, check=False)
 
 
 def wait_pushpin_accepting(http_port: int, origin_port: int, timeout: float = 30.0) -> None:
