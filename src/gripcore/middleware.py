@@ -43,11 +43,12 @@ from http import HTTPStatus
 from typing import Any, Final, TypeAlias
 
 from ._errors import LocalProtocolError, WebSocketEventsError
-from ._sig import SigningKey, VerifyKey, parse_verify_key
+from ._sig import SigningKey, VerifyKey
 from .origin import (
     WEBSOCKET_EVENTS_CONTENT_TYPE,
     GripResponse,
     WebSocketContext,
+    _verify_key,
     is_websocket_over_http,
     verify_request,
 )
@@ -95,18 +96,8 @@ _RESPONSE_TOO_LARGE: Final = _text_response(
 
 
 def _parse_key(key: KeyArg) -> VerifyKey | None:
-    if key is None or isinstance(key, VerifyKey):
-        return key
-    if isinstance(key, SigningKey):
-        return key.verify_key
-    if isinstance(key, bytes):
-        if not key:
-            raise LocalProtocolError("the Grip-Sig key is empty")
-        return VerifyKey("HS256", key)
-    parsed = parse_verify_key(key)
-    if parsed is None:
-        raise LocalProtocolError("the Grip-Sig key is empty")
-    return parsed
+    """The key as `origin.verify_request` takes it, parsed once; None: no checking."""
+    return None if key is None else _verify_key(key)
 
 
 class _Grip:
