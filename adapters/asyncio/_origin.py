@@ -43,11 +43,23 @@ import ssl as ssl_module
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Literal, cast
+from typing import cast
 
 import h11
 
 from gripcore._errors import LocalProtocolError
+from gripcore._originhttp import (
+    MAX_RESPONSE_HEAD_SIZE,
+    NEED_DATA,
+    OriginError,
+    OriginErrorKind,
+    OriginHttp,
+    StaleConnectionError,
+    build_origin_request,
+    content_length,
+    origin_label,
+    too_large,
+)
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
@@ -79,33 +91,9 @@ DEFAULT_MAX_IDLE_PER_HOST = 32
 # what the stale-connection retry is for), so that most idle connections end on our side.
 DEFAULT_IDLE_TIMEOUT = 30.0
 
-# Response heads carry one Grip-Channel header per channel and long Grip-Link URLs; 64 KiB is four
-# times h11's 16 KiB default and still small next to the 100,000-byte instruct body limit.
-MAX_RESPONSE_HEAD_SIZE = 64 * 1024
-
 # One full socket read (asyncio reads up to 256 KiB at a time); beyond this the origin waits in
 # the kernel's buffers until the consumer catches up.
 MAX_BUFFERED_BYTES = 256 * 1024
-
-OriginErrorKind = Literal["connect", "timeout", "protocol", "closed", "too-large"]
-
-# Request methods whose empty body is still announced with "Content-Length: 0": RFC 9110 section
-# 8.6 says a user agent SHOULD, and origins that require a length answer 411 otherwise.
-_METHODS_WITH_BODY = frozenset({b"POST", b"PUT", b"PATCH"})
-
-_HTTP_PREFIX = b"HTTP/"
-
-
-class OriginError(Exception):
-    """The exchange with an origin failed; `kind` says how and `message` says where."""
-
-    def __init__(self, kind: OriginErrorKind, message: str) -> None:
-        super().__init__(message)
-        self.kind: OriginErrorKind = kind
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,14 +113,6 @@ class _PoolKey:
     ssl: bool
     insecure: bool
     server_hostname: str | None
-
-
-class _StaleConnectionError(Exception):
-    """The origin closed the connection before sending a single response byte."""
-
-
-def _origin_label(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _describe_os_error(exc: OSError) -> str:
@@ -156,8 +136,8 @@ class _OriginConnection(asyncio.Protocol):
         on_close: Callable[[_OriginConnection], None],
     ) -> None:
         self.key = key
-        self.origin = _origin_label(key.host, key.port)
-        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_RESPONSE_HEAD_SIZE)
+        self.origin = origin_label(key.host, key.port)
+        self.http = OriginHttp(self.origin)
         self.pooled = False
         self.idle_timer: asyncio.TimerHandle | None = None
         self.closed = False
@@ -167,7 +147,6 @@ class _OriginConnection(asyncio.Protocol):
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._eof = False
-        self._eof_fed = False
         self._reading_paused = False
         self._waiter: asyncio.Future[None] | None = None
 
@@ -225,17 +204,10 @@ class _OriginConnection(asyncio.Protocol):
 
     def can_pool(self) -> bool:
         """Whether the exchange ended cleanly with keep-alive on both sides and nothing extra."""
-        return (
-            not self.closed
-            and not self._eof
-            and not self._chunks
-            and self.h11.our_state is h11.DONE
-            and self.h11.their_state is h11.DONE
-            and not self.h11.trailing_data[0]
-        )
+        return not self.closed and self.http.can_pool(unread=self._eof or bool(self._chunks))
 
     def enter_pool(self, idle_timeout: float) -> None:
-        self.h11.start_next_cycle()
+        self.http.start_next_cycle()
         self.pooled = True
         self.idle_timer = asyncio.get_running_loop().call_later(idle_timeout, self.close)
 
@@ -246,11 +218,7 @@ class _OriginConnection(asyncio.Protocol):
         self.pooled = False
 
     def send_request(self, request: h11.Request, body: bytes) -> None:
-        parts = [self.h11.send(request)]
-        if body:
-            parts.append(self.h11.send(h11.Data(data=body)))
-        parts.append(self.h11.send(h11.EndOfMessage()))
-        self._transport_or_fail().write(b"".join(parts))
+        self._transport_or_fail().write(self.http.send_request(request, body))
 
     async def _receive(self) -> bytes:
         """Everything received and not yet read, waiting for some; `b""` once the origin closed."""
@@ -270,65 +238,24 @@ class _OriginConnection(asyncio.Protocol):
 
     def next_event_nowait(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
         """h11's next event from data already fed, with its errors turned into `OriginError`."""
-        try:
-            return self.h11.next_event()
-        except h11.RemoteProtocolError as exc:
-            if self._eof_fed:
-                raise OriginError(
-                    "closed", f"{self.origin} closed the connection mid-response ({exc})"
-                ) from exc
-            if exc.error_status_hint == 431:
-                raise OriginError(
-                    "too-large",
-                    f"response head from {self.origin} exceeds {MAX_RESPONSE_HEAD_SIZE} bytes",
-                ) from exc
-            raise OriginError(
-                "protocol", f"{self.origin} sent an invalid HTTP response: {exc}"
-            ) from exc
-
-    def _feed(self, data: bytes) -> None:
-        self._eof_fed = not data
-        self.h11.receive_data(data)
+        return self.http.next_event()
 
     async def read_response_head(self) -> h11.Response:
         """Read up to the final (non-1xx) response head.
 
-        Raises `_StaleConnectionError` if the origin closed before sending any byte, and
+        Raises `StaleConnectionError` if the origin closed before sending any byte, and
         `OriginError` for anything else that goes wrong.
         """
-        prefix = b""
-        while True:
-            event = self.next_event_nowait()
-            if isinstance(event, h11.Response):
-                return event
-            if event is h11.NEED_DATA:
-                data = await self._receive()
-                if len(prefix) < len(_HTTP_PREFIX):
-                    # h11 judges a head only once it is complete; a server that greets us with a
-                    # banner (SSH, SMTP) and waits would otherwise look like a slow origin.
-                    if not data and not prefix:
-                        raise _StaleConnectionError
-                    prefix += data[: len(_HTTP_PREFIX) - len(prefix)]
-                    if not _HTTP_PREFIX.startswith(prefix):
-                        raise OriginError(
-                            "protocol",
-                            f"{self.origin} sent an invalid HTTP response: "
-                            f"expected {_HTTP_PREFIX!r}, got {prefix!r}",
-                        )
-                self._feed(data)
-            # An InformationalResponse (100 Continue, 103 Early Hints) means nothing to a proxy
-            # that already sent the whole request: wait for the final response.
+        while (head := self.http.read_head()) is None:
+            self.http.receive_data(await self._receive())
+        return head
 
     async def read_body_chunk(self) -> bytes | None:
         """The next piece of the response body, or None at its end."""
-        while True:
-            event = self.next_event_nowait()
-            if isinstance(event, h11.Data):
-                return bytes(event.data)
-            if isinstance(event, h11.EndOfMessage):
-                return None
-            # Only NEED_DATA remains possible while h11 reads a response body.
-            self._feed(await self._receive())
+        while (chunk := self.http.next_chunk()) is NEED_DATA:
+            self.http.receive_data(await self._receive())
+        assert not isinstance(chunk, type)
+        return chunk
 
 
 @dataclass(eq=False, slots=True)
@@ -361,17 +288,17 @@ class OriginResponse:
         was discarded, `OriginError("protocol")` for a malformed body (bad chunked coding).
         """
         if limit is not None and self._connection is not None:
-            declared = _content_length(self.headers)
+            declared = content_length(self.headers)
             if declared is not None and declared > limit:
                 self._discard()
-                raise _too_large(self._origin, limit)
+                raise too_large(self._origin, limit)
         parts: list[bytes] = []
         size = 0
         while (chunk := await self._next_chunk()) is not None:
             size += len(chunk)
             if limit is not None and size > limit:
                 self._discard()
-                raise _too_large(self._origin, limit)
+                raise too_large(self._origin, limit)
             parts.append(chunk)
         return b"".join(parts)
 
@@ -444,60 +371,6 @@ class OriginResponse:
         return chunk
 
 
-def _too_large(origin: str, limit: int) -> OriginError:
-    return OriginError("too-large", f"response body from {origin} exceeds {limit} bytes")
-
-
-def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
-    # h11 has validated the value (digits, duplicates agreeing) before the response was built.
-    for name, value in headers:
-        if name.lower() == b"content-length":
-            return int(value)
-    return None
-
-
-def _build_request(
-    host: bytes,
-    port: int,
-    method: bytes,
-    target: bytes,
-    headers: list[tuple[bytes, bytes]],
-    body: bytes,
-    use_ssl: bool,
-) -> h11.Request:
-    """The request event, with Host and Content-Length added when missing; validated.
-
-    `host` is the origin host already encoded for the wire (IDNA).
-    """
-    names = {name.lower() for name, _ in headers}
-    extra: list[tuple[bytes, bytes]] = []
-    if b"host" not in names:
-        default_port = 443 if use_ssl else 80
-        host_value = b"[%s]" % host if b":" in host else host
-        if port != default_port:
-            host_value = b"%s:%d" % (host_value, port)
-        extra.append((b"Host", host_value))
-    framed = b"content-length" in names or b"transfer-encoding" in names
-    if not framed and (body or method.upper() in _METHODS_WITH_BODY):
-        extra.append((b"Content-Length", b"%d" % len(body)))
-    try:
-        request = h11.Request(method=method, target=target, headers=[*headers, *extra])
-    except h11.LocalProtocolError as exc:
-        raise LocalProtocolError(f"invalid request to origin: {exc}") from exc
-    if b"content-length" in names:
-        if b"transfer-encoding" in names:
-            raise LocalProtocolError(
-                "invalid request to origin: both Content-Length and Transfer-Encoding are set"
-            )
-        declared = next(int(v) for n, v in request.headers if n == b"content-length")
-        if declared != len(body):
-            raise LocalProtocolError(
-                f"invalid request to origin: Content-Length is {declared} "
-                f"but the body has {len(body)} bytes"
-            )
-    return request
-
-
 class OriginClient:
     """Sends requests to origins over pooled HTTP/1.1 connections (plain TCP or TLS).
 
@@ -567,18 +440,18 @@ class OriginClient:
             wire_host = host.encode("idna")
         except UnicodeError as exc:
             raise LocalProtocolError(f"invalid origin host {host!r}: {exc}") from exc
-        request = _build_request(wire_host, port, method, target, headers, body, ssl)
+        request = build_origin_request(wire_host, port, method, target, headers, body, ssl)
         key = _PoolKey(host, port, ssl, insecure, server_hostname if ssl else None)
         connection = self._checkout(key)
         if connection is not None:
             try:
                 return await self._exchange(connection, request, body)
-            except _StaleConnectionError:
+            except StaleConnectionError:
                 pass  # the origin dropped this idle connection as we reused it: once more, fresh
         connection = await self._connect(key)
         try:
             return await self._exchange(connection, request, body)
-        except _StaleConnectionError:
+        except StaleConnectionError:
             raise OriginError(
                 "closed", f"{connection.origin} closed the connection without a response"
             ) from None
@@ -607,7 +480,7 @@ class OriginClient:
 
     async def _connect(self, key: _PoolKey) -> _OriginConnection:
         loop = asyncio.get_running_loop()
-        origin = _origin_label(key.host, key.port)
+        origin = origin_label(key.host, key.port)
         try:
             async with asyncio.timeout(self._connect_timeout):
                 if key.ssl:

@@ -1,0 +1,533 @@
+"""One gripcore proxy node, sans-IO: everything `gripcore serve` decides that is not I/O.
+
+A driver (adapters/asyncio, adapters/gevent) owns sockets, timers and the origin client; it
+builds one `ProxyNode` from the `Config` and, per accepted socket, one `ProxyConnection`
+(gripcore._connection). The node holds what connections share: the broker (hub + sequencer),
+the routes, the Grip-Sig key, the metrics, and the set of connections that have output waiting.
+
+Time and the outside world come in as functions the driver passes: `clock` (monotonic seconds,
+the loop's clock), `wall_clock` (Unix time, for Grip-Sig), `read_file` (routes and key files),
+`random_bytes` (connection ids and jitter). Nothing here imports a clock or a socket.
+
+Origin calls are *flows*: generators that yield the I/O they need (`OriginRequest`,
+`ReadBody`, `NextChunk`, `DiscardBody`, `ConnectOriginWebSocket`) and receive the result, or
+have the driver's `OriginError` thrown in. A driver runs a flow with a loop of a few lines
+(`run_flow` in each adapter); asyncio awaits each operation, gevent blocks its greenlet.
+
+Fan-out (DESIGN.md, "Data flow of one publish"): `publish()` appends encoded items to the
+subscribers' output buffers and marks their connections dirty; the driver schedules one flush
+pass and writes `take_flush_batch()` connections at a time (FLUSH_SLICE), letting its loop read
+publishes between slices, so under load each connection's write carries more items.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
+
+import h11
+
+from . import _starter
+from ._broker import Broker
+from ._config import Config, parse_listen
+from ._errors import ProtocolError
+from ._hub import Hub, OverflowPolicy, Transport
+from ._instruct import reason_phrase
+from ._metrics import Registry
+from ._originhttp import OriginError
+from ._publishapi import handle_publish_request
+from ._routes import Route, RouteTable, Target, parse_routes
+from ._sequencer import Sequencer
+from ._sig import SigningKey, mint_sig, parse_key_spec
+
+if TYPE_CHECKING:
+    from ._connection import OriginWsLink, ProxyConnection
+
+__all__ = [
+    "FLUSH_SLICE",
+    "Answer",
+    "ConnectOriginWebSocket",
+    "DiscardBody",
+    "Flow",
+    "FlowOp",
+    "NextChunk",
+    "OriginRequest",
+    "ProxyNode",
+    "PublishConnection",
+    "ReadBody",
+]
+
+log = logging.getLogger("gripcore")
+
+# Connections written per flush slice: ~5 ms of writes, so publishes are read between slices.
+FLUSH_SLICE = 512
+
+_TRANSPORT_LABEL = {
+    Transport.STREAM: "stream",
+    Transport.RESPONSE: "response",
+    Transport.WEBSOCKET: "websocket",
+}
+
+
+@dataclass(slots=True)
+class Answer:
+    """An answer made in process (the starter kit): whole, nothing to read from a socket."""
+
+    status: int
+    reason: bytes
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+# --- what a flow asks its driver to do ---
+
+
+@dataclass(frozen=True, slots=True)
+class OriginRequest:
+    """Send a request to one target; the result is the driver's response object (with
+    `status`, `reason`, `headers`), or an `OriginError` thrown into the flow."""
+
+    target: Target
+    method: bytes
+    path: bytes
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ReadBody:
+    """Read the rest of `response`'s body, at most `limit` bytes (else OriginError too-large)."""
+
+    response: Any
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class NextChunk:
+    """The next piece of `response`'s body as it arrives; None at its end."""
+
+    response: Any
+
+
+@dataclass(frozen=True, slots=True)
+class DiscardBody:
+    """Drop what is left of `response` (its connection is closed)."""
+
+    response: Any
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectOriginWebSocket:
+    """Open a TCP (or TLS) connection to `target` for `link` and attach it (`link.attach`);
+    then feed what arrives to `link.data_received` and its end to `link.connection_lost`.
+    Result: None; a failure to connect is an `OriginError` thrown into the flow."""
+
+    target: Target
+    link: OriginWsLink
+
+
+FlowOp = OriginRequest | ReadBody | NextChunk | DiscardBody | ConnectOriginWebSocket
+Flow = Generator[FlowOp, Any, None]
+
+
+def read_body(response: Any, limit: int) -> Generator[FlowOp, Any, bytes]:
+    """A sub-flow: the body of an origin answer (in process answers have it already)."""
+    if isinstance(response, Answer):
+        return response.body
+    body: bytes = yield ReadBody(response, limit)
+    return body
+
+
+def discard_body(response: Any) -> Generator[FlowOp, Any, None]:
+    if not isinstance(response, Answer):
+        yield DiscardBody(response)
+
+
+@dataclass(eq=False)
+class ProxyNode:
+    """The shared state of one proxy: broker, routes, signing, metrics, dirty connections."""
+
+    config: Config
+    clock: Callable[[], float]
+    wall_clock: Callable[[], float]
+    read_file: Callable[[str], bytes]
+    is_file: Callable[[str], bool]
+    random_bytes: Callable[[int], bytes]
+    broker: Broker = field(init=False)
+    routes: RouteTable | None = field(init=False)
+    sig_key: SigningKey | None = field(init=False)
+    connections: set[ProxyConnection] = field(init=False, default_factory=set)
+    closing: bool = field(init=False, default=False)
+    metrics: Registry = field(init=False, default_factory=Registry)
+    schedule_flush: Callable[[], None] = field(init=False, default=lambda: None)
+    """Set by the driver: run `flush_pass()` soon (after reading what is ready to be read)."""
+    set_broker_timer: Callable[[float | None], None] = field(init=False, default=lambda _: None)
+    """Set by the driver: call `handle_broker_timer()` at this clock time (None: cancel)."""
+
+    def __post_init__(self) -> None:
+        config = self.config
+        hub = Hub(
+            max_channels_per_subscriber=config.max_channels_per_connection,
+            max_output_buffer=config.max_output_buffer,
+            overflow_policy=cast(OverflowPolicy, config.slow_consumer_policy),
+        )
+        sequencer: Sequencer[Any] = Sequencer(
+            id_cache_ttl=config.id_cache_ttl, message_wait=config.message_wait
+        )
+        self.broker = Broker(hub, sequencer)
+        self.routes = self._load_routes()
+        self.sig_key = (
+            parse_key_spec(self._key_spec(config.sig_key), read_file=self.read_file)
+            if config.sig_key
+            else None
+        )
+        self.link_hosts = [parse_listen(h, "") for h in config.allow_link_host]
+        self._dirty: dict[ProxyConnection, None] = {}
+        self._flush_since: float | None = None
+        self._define_metrics()
+
+    # --- metrics ---
+
+    def _define_metrics(self) -> None:
+        m = self.metrics
+        stats = self.broker.stats
+        hub = self.broker.hub
+
+        def transports() -> list[tuple[tuple[str, ...], float]]:
+            counts = {"stream": 0, "response": 0, "websocket": 0, "other": 0}
+            for conn in self.connections:
+                sub = conn.subscriber
+                kind = "other" if sub is None else _TRANSPORT_LABEL[sub.transport]
+                counts[kind] += 1
+            return [((kind,), n) for kind, n in counts.items()]
+
+        def sequencer_drops() -> list[tuple[tuple[str, ...], float]]:
+            seq = self.broker.sequencer.stats
+            return [
+                (("duplicate",), seq.duplicates_dropped),
+                (("prev-id-conflict",), seq.prev_id_conflict_dropped),
+                (("sequencer-overflow",), seq.overflow_dropped),
+                (("unsubscribed",), seq.unsubscribed_dropped),
+                (("slow-consumer",), hub.dropped_messages),
+            ]
+
+        m.gauge("connections", "Client connections by transport.", transports, ("transport",))
+        m.gauge(
+            "subscriptions",
+            "Channel subscriptions of all connections.",
+            lambda: [((), sum(hub.subscriber_count(c) for c in hub.channels()))],
+        )
+        m.gauge(
+            "channels",
+            "Channels with at least one subscriber.",
+            lambda: [((), sum(1 for _ in hub.channels()))],
+        )
+        m.gauge(
+            "output_buffer_bytes",
+            "Bytes waiting in connections' output buffers.",
+            lambda: [((), sum(len(c.subscriber.outbuf) for c in self.connections if c.subscriber))],
+        )
+        m.counter_from(
+            "items_received_total",
+            "Items accepted by the publish API.",
+            lambda: [((), stats.received)],
+        )
+        m.counter_from(
+            "deliveries_total", "Item deliveries to connections.", lambda: [((), stats.delivered)]
+        )
+        m.counter_from(
+            "items_dropped_total",
+            "Items dropped before delivery, by reason.",
+            sequencer_drops,
+            ("reason",),
+        )
+        self.slow_consumers = m.counter(
+            "slow_consumer_closes_total", "Connections closed because their output buffer was full."
+        )
+        self.origin_latency = m.histogram(
+            "origin_request_seconds",
+            "Time from sending a request to the origin to its response head.",
+        )
+        self.write_latency = m.histogram(
+            "publish_to_write_seconds",
+            "Time from a publish to the write of its output (per flush pass).",
+        )
+
+    # --- routes and keys ---
+
+    def _load_routes(self) -> RouteTable | None:
+        """Inline routes win over the routes file (as Pushpin's --route); neither: starter kit."""
+        if self.config.routes:
+            return RouteTable.from_lines(self.config.routes)
+        if self.config.routes_file:
+            return parse_routes(self.read_file(self.config.routes_file).decode("utf-8"))
+        return None
+
+    def reload_routes(self) -> None:
+        """Re-read the routes (SIGHUP, or the file changed). Held connections keep the route
+        they started with; a routes file with an error leaves the current table in place."""
+        try:
+            routes = self._load_routes()
+        except (OSError, UnicodeDecodeError, ProtocolError) as exc:
+            log.error("routes not reloaded, keeping the current ones: %s", exc)
+            return
+        self.routes = routes
+        log.info("routes reloaded")
+
+    def _key_spec(self, value: str) -> str:
+        """`--sig-key` also takes the path of a PEM key file as it is (`key.pem`), besides
+        Pushpin's forms (a secret, `base64:...`, `file:...`)."""
+        if value.endswith((".pem", ".key")) and self.is_file(value):
+            return "file:" + value
+        return value
+
+    def sign(self, route: Route | None) -> bytes | None:
+        if route is not None and route.sig_key:
+            key: SigningKey | None = parse_key_spec(route.sig_key, read_file=self.read_file)
+        else:
+            key = self.sig_key
+        if key is None:
+            return None
+        iss = (route.sig_iss if route is not None else None) or self.config.sig_iss
+        return mint_sig(key, iss, self.wall_clock()).encode("ascii")
+
+    def route_for(self, host: str, path: str, proto: str) -> Route | None:
+        table = self.routes
+        if table is None:
+            return None
+        return table.match(host, path, proto=proto)  # type: ignore[arg-type]
+
+    # --- publishing and fan-out ---
+
+    def publish(self, items: Sequence[Any]) -> None:
+        """Publish validated items: fan out, then ask the driver for a flush pass (if output
+        is waiting) and for the broker's timer (items waiting for their predecessor)."""
+        result = self.broker.publish(items, self.clock())
+        self.wake(result.woken)
+        self.set_broker_timer(self.broker.next_deadline())
+
+    def handle_broker_timer(self) -> None:
+        """The broker's deadline passed: release what waited, as `publish` does."""
+        result = self.broker.handle_timer(self.clock())
+        self.wake(result.woken)
+        self.set_broker_timer(self.broker.next_deadline())
+
+    def wake(self, woken: Sequence[Any]) -> None:
+        """Mark the owners of woken subscribers dirty; the first one asks for a flush pass."""
+        dirty = self._dirty
+        was_empty = not dirty
+        for sub in woken:
+            dirty[sub.owner] = None
+        if dirty and was_empty:
+            if self._flush_since is None:
+                self._flush_since = self.clock()
+            self.schedule_flush()
+
+    def take_flush_batch(self) -> tuple[list[ProxyConnection], bool]:
+        """The next slice of dirty connections to flush, and whether more are left (then the
+        driver schedules another pass after letting its loop run). `_dirty` is insertion
+        ordered: connections are served first come, first served."""
+        dirty = self._dirty
+        if len(dirty) <= FLUSH_SLICE:
+            self._dirty = {}
+            if self._flush_since is not None:
+                self.write_latency.observe(self.clock() - self._flush_since)
+                self._flush_since = None
+            return list(dirty), False
+        batch = list(itertools.islice(dirty, FLUSH_SLICE))
+        for conn in batch:
+            del dirty[conn]
+        return batch, True
+
+    def flush_pass(self) -> None:
+        """Write one slice of dirty connections; asks for another pass if some are left."""
+        batch, more = self.take_flush_batch()
+        for conn in batch:
+            conn.flush_output()
+        if more:
+            self.schedule_flush()
+
+    # --- toward the origin ---
+
+    def call_origin(
+        self,
+        route: Route | None,
+        targets: Sequence[Target],
+        method: bytes,
+        path: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+    ) -> Generator[FlowOp, Any, tuple[Any, Target | None]]:
+        """A sub-flow: send a request to the first target that connects; the starter kit
+        answers in process. Returns (response or Answer, target). Raises OriginError when every
+        target failed."""
+        if route is None or any(t.kind == "test" for t in targets):
+            status, reason, rheaders, rbody = _starter.handle(
+                method.decode("latin-1"), path.decode("latin-1"), headers, body
+            )
+            return Answer(status, reason, list(rheaders), rbody), None
+        last: OriginError | None = None
+        for target in targets:
+            started = self.clock()
+            try:
+                response = yield OriginRequest(target, method, path, headers, body)
+            except OriginError as exc:
+                last = exc
+                if exc.kind != "connect":
+                    raise
+                continue
+            self.origin_latency.observe(self.clock() - started)
+            return response, target
+        if last is None:
+            raise OriginError("connect", "the route has no target for this request")
+        raise last
+
+    def connection_id(self) -> str:
+        return self.random_bytes(16).hex()
+
+    def jitter(self) -> float:
+        return int.from_bytes(self.random_bytes(2), "big") / 65536
+
+    def close_all(self) -> None:
+        """Server stopping: every held session ends (see ProxyConnection.shutdown)."""
+        self.closing = True
+        for conn in list(self.connections):
+            conn.shutdown()
+
+
+def run_flow_step(flow: Flow, value: Any, error: BaseException | None) -> FlowOp | None:
+    """Advance a flow by one operation: send it `value` (or throw `error`); None when done."""
+    try:
+        if error is not None:
+            return flow.throw(error)
+        return flow.send(value)
+    except StopIteration:
+        return None
+
+
+class PublishConnection:
+    """The publish API on one HTTP/1.1 connection (h11); requests answered by
+    gripcore._publishapi. The driver feeds `receive_data` (`b""` at EOF) and writes what it
+    returns: (bytes to write, whether to close after them)."""
+
+    def __init__(self, node: ProxyNode) -> None:
+        self.node = node
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=10_000)
+        self.request: h11.Request | None = None
+        self.body = bytearray()
+        self._out: list[bytes] = []
+        self._close = False
+
+    def receive_data(self, data: bytes) -> tuple[bytes, bool]:
+        if not data:  # EOF: answer what is complete, then close
+            try:
+                self.h11.receive_data(b"")
+                self._process()
+            except h11.RemoteProtocolError:
+                pass
+            self._close = True
+        elif not self._close:
+            try:
+                self.h11.receive_data(data)
+                self._process()
+            except h11.RemoteProtocolError as exc:
+                self._answer(exc.error_status_hint, b"text/plain", f"{exc}\n".encode(), close=True)
+        out = b"".join(self._out)
+        self._out.clear()
+        return out, self._close
+
+    def _process(self) -> None:
+        limit = self.node.config.max_publish_body
+        too_large = f"Request body too large (limit {limit} bytes).\n".encode()
+        while not self._close:
+            event = self.h11.next_event()
+            if event is h11.NEED_DATA or event is h11.PAUSED:
+                return
+            if isinstance(event, h11.Request):
+                self.request = event
+                self.body = bytearray()
+                length = _header(event.headers, b"content-length")
+                if (
+                    event.method == b"POST"
+                    and length is None
+                    and _header(event.headers, b"transfer-encoding") is None
+                ):
+                    self._answer(
+                        411, b"text/plain", b"Request requires Content-Length.\n", close=True
+                    )
+                    return
+                if limit and length is not None and length.isdigit() and int(length) > limit:
+                    self._answer(413, b"text/plain", too_large, close=True)
+                    return
+            elif isinstance(event, h11.Data):
+                self.body += event.data
+                if limit and len(self.body) > limit:
+                    self._answer(413, b"text/plain", too_large, close=True)
+                    return
+            elif isinstance(event, h11.EndOfMessage):
+                self._handle()
+                if self.h11.our_state is h11.MUST_CLOSE:  # Connection: close, or HTTP/1.0
+                    self._close = True
+                    return
+                if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
+                    self.h11.start_next_cycle()
+                else:
+                    return
+            elif isinstance(event, h11.ConnectionClosed):
+                self._close = True
+                return
+
+    def _handle(self) -> None:
+        request = self.request
+        assert request is not None
+        config = self.node.config
+        response = handle_publish_request(
+            request.method,
+            request.target,
+            request.headers,
+            bytes(self.body),
+            publish_key=config.publish_key,
+            max_body=config.max_publish_body,
+            max_content_size=config.max_content_size,
+            metrics=self.node.metrics.render,
+            publish_iss=config.publish_iss,
+            now=self.node.wall_clock(),
+        )
+        if response.items:
+            self.node.publish(response.items)
+            log.info("publish items=%d", len(response.items))
+        self._send_response(response.status, response.headers, response.body)
+
+    def _answer(self, status: int, ctype: bytes, body: bytes, *, close: bool = False) -> None:
+        self._send_response(status, [(b"Content-Type", ctype)], body, close=close)
+
+    def _send_response(
+        self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, *, close: bool = False
+    ) -> None:
+        if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        out = [*headers, (b"Content-Length", str(len(body)).encode())]
+        if close:
+            out.append((b"Connection", b"close"))
+        try:
+            data = self.h11.send(
+                h11.Response(status_code=status, headers=out, reason=reason_phrase(status))
+            )
+            data += self.h11.send(h11.Data(data=body)) or b""
+            data += self.h11.send(h11.EndOfMessage()) or b""
+        except h11.LocalProtocolError:
+            self._close = True
+            return
+        self._out.append(data)
+        if close:
+            self._close = True
+
+
+def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    for n, v in headers:
+        if n.lower() == name:
+            return v
+    return None
