@@ -50,4 +50,16 @@ def _close_test_clients() -> Iterator[None]:
         OPEN_CLIENTS.pop().close()
 
 
+@pytest.fixture(scope="module", params=["asyncio", "gevent"])
+def proxy_adapter(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run the test once per adapter: `running_proxy` starts that one (tests/e2e_support.py)."""
+    from . import e2e_support
+
+    e2e_support.ADAPTER = request.param
+    try:
+        yield request.param
+    finally:
+        e2e_support.ADAPTER = "asyncio"
+
+
 __all__ = ["IMPLEMENTATIONS", "_speedups"]

@@ -26,20 +26,30 @@ DEFAULT_TIMEOUT = 5.0
 OPEN_CLIENTS: list[RawClient] = []
 
 
+# The adapter `running_proxy` starts unless told otherwise; conftest's `proxy_adapter` fixture
+# runs a test once per adapter by setting it.
+ADAPTER = "asyncio"
+
+
 class ProxyThread:
-    """A gripcore server (asyncio adapter) running in a background thread."""
+    """A gripcore server (the asyncio or the gevent adapter) running in a background thread."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.loop = asyncio.new_event_loop()
+        self.adapter = config.adapter
+        self.loop = asyncio.new_event_loop() if self.adapter == "asyncio" else None
         self.server: Any = None
+        self._hub: Any = None
+        self._stop: Any = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="gripcore-proxy", daemon=True)
+        target = self._run if self.adapter == "asyncio" else self._run_gevent
+        self._thread = threading.Thread(target=target, name="gripcore-proxy", daemon=True)
 
     def _run(self) -> None:
         from gripcore.adapters.asyncio._server import Server
 
+        assert self.loop is not None
         asyncio.set_event_loop(self.loop)
         try:
             self.server = Server(self.config)
@@ -53,6 +63,26 @@ class ProxyThread:
         self.loop.run_until_complete(self.server.close())
         self.loop.close()
 
+    def _run_gevent(self) -> None:
+        import gevent
+        import gevent.event
+
+        from gripcore.adapters.gevent._server import Server
+
+        self._hub = gevent.get_hub()
+        self._stop = gevent.event.Event()
+        try:
+            self.server = Server(self.config)
+            self.server.start()
+        except BaseException as exc:  # reported to the starting thread
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        self._stop.wait()
+        self.server.close()
+        self._hub.destroy(destroy_loop=True)
+
     def start(self) -> ProxyThread:
         self._thread.start()
         self._ready.wait(10)
@@ -61,12 +91,15 @@ class ProxyThread:
         return self
 
     def stop(self) -> None:
-        if self.loop.is_running():
-            self.loop.call_soon_threadsafe(self.loop.stop)
+        if self.loop is not None:
+            if self.loop.is_running():
+                self.loop.call_soon_threadsafe(self.loop.stop)
+        elif self._hub is not None and self._error is None:
+            self._hub.loop.run_callback_threadsafe(self._stop.set)
         self._thread.join(10)
 
     def call(self, fn: Callable[[], Any]) -> Any:
-        """Run `fn` on the proxy's loop and return its result."""
+        """Run `fn` on the proxy's loop (or gevent hub) and return its result."""
         result: list[Any] = []
         done = threading.Event()
 
@@ -76,9 +109,19 @@ class ProxyThread:
             finally:
                 done.set()
 
-        self.loop.call_soon_threadsafe(run)
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(run)
+        else:
+            self._hub.loop.run_callback_threadsafe(run)
         done.wait(5)
         return result[0] if result else None
+
+    def tasks(self) -> int:
+        """Tasks (asyncio) or greenlets (gevent) the proxy has running."""
+        if self.loop is not None:
+            loop = self.loop
+            return int(self.call(lambda: len(asyncio.all_tasks(loop))))
+        return int(self.call(lambda: self.server.greenlets))
 
     @property
     def port(self) -> int:
@@ -94,6 +137,7 @@ class ProxyThread:
 def running_proxy(**options: Any) -> Iterator[ProxyThread]:
     options.setdefault("listen", (("127.0.0.1", 0),))
     options.setdefault("publish_listen", ("127.0.0.1", 0))
+    options.setdefault("adapter", ADAPTER)
     proxy = ProxyThread(Config(**options)).start()
     try:
         yield proxy

@@ -442,6 +442,7 @@ def free_port() -> int:
 
 
 @pytest.mark.e2e
+@pytest.mark.usefixtures("proxy_adapter")
 def test_check_proxy_passes_against_gripcore() -> None:
     from gripcore.adapters.checker import CheckerOriginServer, run_proxy_checks
 
@@ -461,6 +462,7 @@ def test_check_proxy_passes_against_gripcore() -> None:
 
 
 @pytest.mark.e2e
+@pytest.mark.usefixtures("proxy_adapter")
 def test_check_proxy_reports_failures_with_reasons() -> None:
     """A proxy with dedup off and no signing key fails exactly those checks, saying why."""
     port = free_port()

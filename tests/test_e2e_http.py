@@ -26,7 +26,7 @@ from .e2e_support import (
     wait_for,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("proxy_adapter")]
 
 SIG_KEY = "e2e-secret-key-that-is-long-enough-32b"
 
@@ -43,7 +43,7 @@ def origin() -> Iterator[Origin]:
 
 
 @pytest.fixture(scope="module")
-def proxy(origin: Origin) -> Iterator[ProxyThread]:
+def proxy(origin: Origin, proxy_adapter: str) -> Iterator[ProxyThread]:
     with running_proxy(
         routes=(f"* 127.0.0.1:{origin.port},over_http",), sig_key=SIG_KEY, sig_iss="gripcore-test"
     ) as p:
@@ -568,7 +568,6 @@ def test_a_stalled_reader_is_closed_and_the_others_get_everything(
 def test_faults_leak_no_sockets_tasks_or_subscriptions(origin: Origin) -> None:
     """Clients vanishing mid-request, mid-hold and mid-handshake, and an origin that is down:
     afterwards the proxy holds no extra file descriptors, tasks, connections or subscribers."""
-    import asyncio
     import os
 
     origin.routes["/leak-hold"] = grip([("Grip-Hold", "response"), ("Grip-Channel", "leak")])
@@ -580,9 +579,7 @@ def test_faults_leak_no_sockets_tasks_or_subscriptions(origin: Origin) -> None:
     with running_proxy(
         routes=(f"example.com 127.0.0.1:{origin.port},over_http", "down.example 127.0.0.1:1")
     ) as p:
-
-        def tasks() -> int:
-            return int(p.call(lambda: len(asyncio.all_tasks(p.loop))))
+        tasks = p.tasks
 
         warm = RawClient(p.port)  # warm the origin pool so its idle connection is in `before`
         warm.get("/leak-stream")

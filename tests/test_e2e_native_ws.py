@@ -17,7 +17,7 @@ from .e2e_support import (
     wait_for,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("proxy_adapter")]
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def origin() -> Iterator[NativeWsOrigin]:
 
 
 @pytest.fixture(scope="module")
-def proxy(origin: NativeWsOrigin) -> Iterator[ProxyThread]:
+def proxy(origin: NativeWsOrigin, proxy_adapter: str) -> Iterator[ProxyThread]:
     with running_proxy(routes=(f"* 127.0.0.1:{origin.port}",)) as p:
         yield p
 

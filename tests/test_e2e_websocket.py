@@ -20,7 +20,7 @@ from .e2e_support import (
     wait_for,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("proxy_adapter")]
 
 WOH = "application/websocket-events"
 
@@ -91,7 +91,7 @@ def chat() -> ChatOrigin:
 
 
 @pytest.fixture(scope="module")
-def proxy(chat: ChatOrigin) -> Iterator[ProxyThread]:
+def proxy(chat: ChatOrigin, proxy_adapter: str) -> Iterator[ProxyThread]:
     origin = Origin(routes={"/chat": chat}).start()
     with running_proxy(routes=(f"* 127.0.0.1:{origin.port},over_http",)) as p:
         yield p

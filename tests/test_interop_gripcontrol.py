@@ -40,7 +40,7 @@ from .e2e_support import (  # noqa: E402
     wait_for,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("proxy_adapter")]
 
 KEY = "interop-key-0123456789-0123456789-ab"
 INSTRUCT = [("Content-Type", "application/grip-instruct")]
@@ -81,7 +81,7 @@ def ws_origin(request: OriginRequest):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def setup() -> Iterator[tuple[Origin, ProxyThread, GripPubControl]]:
+def setup(proxy_adapter: str) -> Iterator[tuple[Origin, ProxyThread, GripPubControl]]:
     origin = Origin(
         routes={"/stream": stream_origin, "/poll": poll_origin, "/ws": ws_origin}
     ).start()

@@ -559,6 +559,7 @@ def test_asgi_keeps_existing_state_and_passes_other_scopes() -> None:
 # --- end to end: the WSGI app behind `gripcore serve` -----------------------------------------
 
 
+@pytest.mark.usefixtures("proxy_adapter")
 def test_e2e_websocket_over_http_behind_gripcore() -> None:
     recorder = _Recorder(GripWsgiMiddleware(wsgi_app, key=KEY, clock=time.time))
     srv = _Server(recorder)

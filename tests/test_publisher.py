@@ -713,6 +713,7 @@ def test_adapter_connection_refused(kind: str) -> None:
 
 
 @pytest.mark.e2e
+@pytest.mark.usefixtures("proxy_adapter")
 def test_publishers_deliver_through_gripcore() -> None:
     origin = Origin(
         routes={"/feed": lambda r: hold_stream("feed", headers={"Content-Type": "text/plain"})}

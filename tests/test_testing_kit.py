@@ -669,6 +669,7 @@ def test_plugin_alias_module_is_the_entry_point_plugin() -> None:
         assert getattr(plugin, name) is getattr(pytest_gripcore, name)
 
 
+@pytest.mark.usefixtures("proxy_adapter")
 def test_plugin_runs_the_proxy_checks_against_gripcore(pytester: pytest.Pytester) -> None:
     """`pytest --pyargs gripcore.testing.checks --grip-proxy ... --grip-publish ...` runs every
     check of `gripcore check proxy`, one test each, against a real gripcore on loopback."""

@@ -37,8 +37,6 @@ The caller must read each response body to its end (`read_body` or `async for`) 
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import ssl as ssl_module
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -57,6 +55,7 @@ from gripcore._originhttp import (
     StaleConnectionError,
     build_origin_request,
     content_length,
+    describe_os_error,
     origin_label,
     too_large,
 )
@@ -113,18 +112,6 @@ class _PoolKey:
     ssl: bool
     insecure: bool
     server_hostname: str | None
-
-
-def _describe_os_error(exc: OSError) -> str:
-    if isinstance(exc, ssl_module.SSLError):
-        return f"TLS handshake failed: {exc}"
-    if isinstance(exc, socket.gaierror):
-        return str(exc.strerror)
-    if exc.errno:
-        # asyncio replaces strerror with "Connect call failed (...)"; the errno says why.
-        return os.strerror(exc.errno)
-    # asyncio's summary when several addresses of one name failed in different ways.
-    return str(exc)  # pragma: no cover - needs a name with several addresses
 
 
 class _OriginConnection(asyncio.Protocol):
@@ -501,7 +488,7 @@ class OriginClient:
             ) from exc
         except OSError as exc:
             raise OriginError(
-                "connect", f"connect to {origin} failed: {_describe_os_error(exc)}"
+                "connect", f"connect to {origin} failed: {describe_os_error(exc)}"
             ) from exc
         self._open.add(connection)
         return connection

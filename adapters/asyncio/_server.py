@@ -26,7 +26,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-from gripcore import _starter
 from gripcore._broker import Broker
 from gripcore._config import Config
 from gripcore._connection import OriginWsLink, ProxyConnection
@@ -43,6 +42,7 @@ from gripcore._node import (
     PublishConnection,
     ReadBody,
     run_flow_step,
+    unsupported_options,
 )
 from gripcore._originhttp import OriginError
 from gripcore._routes import RouteTable, Target
@@ -429,44 +429,17 @@ def run(config: Config, *, ready: Callable[[Server], None] | None = None) -> int
     return int(uvloop.run(_main(config, ready)))
 
 
-def _url(address: tuple[str, int], path: str = "") -> str:
-    host, port = address
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    elif ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{port}{path}"
-
-
-def _authority(address: tuple[str, int]) -> str:
-    host, port = address[0], address[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def _announce(server: Server) -> None:
-    """Say where we listen; with no routes, print the starter kit's banner for a newcomer."""
     assert server.publish_address is not None
-    publish_url = _url(server.publish_address, "/publish/")
-    for address in server.listen_addresses:
-        # the address as bound (0.0.0.0 means every interface); the banner shows a local URL
-        log.info("listening on http://%s (publish API %s)", _authority(address), publish_url)
-    if server.routes is None:
-        print(_starter.banner(_url(server.listen_addresses[0]), publish_url), flush=True)
-
-
-def _unsupported(config: Config) -> str | None:
-    """Options reserved for features this adapter does not have yet: refused, not ignored."""
-    if config.engine != "memory":
-        return f"--engine {config.engine}: only the in-process memory engine is available yet"
-    if config.history:
-        return "--history: per-channel history is not available yet"
-    return None
+    banner = server.node.announce(server.listen_addresses, server.publish_address)
+    if banner is not None:
+        print(banner, flush=True)
 
 
 async def _main(config: Config, ready: Callable[[Server], None] | None) -> int:
     import signal
 
-    problem = _unsupported(config)
+    problem = unsupported_options(config)
     if problem is not None:
         print(f"gripcore serve: {problem}", file=sys.stderr)
         return 2

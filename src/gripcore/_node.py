@@ -391,11 +391,47 @@ class ProxyNode:
     def jitter(self) -> float:
         return int.from_bytes(self.random_bytes(2), "big") / 65536
 
+    def announce(
+        self, listen_addresses: Sequence[tuple[str, int]], publish_address: tuple[str, int]
+    ) -> str | None:
+        """Log where we listen; with no routes, return the starter kit's banner for a newcomer
+        (the driver prints it)."""
+        publish_url = _url(publish_address, "/publish/")
+        for address in listen_addresses:
+            # the address as bound (0.0.0.0 means every interface); the banner shows a local URL
+            log.info("listening on http://%s (publish API %s)", _authority(address), publish_url)
+        if self.routes is None:
+            return _starter.banner(_url(listen_addresses[0]), publish_url)
+        return None
+
     def close_all(self) -> None:
         """Server stopping: every held session ends (see ProxyConnection.shutdown)."""
         self.closing = True
         for conn in list(self.connections):
             conn.shutdown()
+
+
+def unsupported_options(config: Config) -> str | None:
+    """Options reserved for features the drivers do not have yet: refused, not ignored."""
+    if config.engine != "memory":
+        return f"--engine {config.engine}: only the in-process memory engine is available yet"
+    if config.history:
+        return "--history: per-channel history is not available yet"
+    return None
+
+
+def _url(address: tuple[str, int], path: str = "") -> str:
+    host, port = address
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}{path}"
+
+
+def _authority(address: tuple[str, int]) -> str:
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def run_flow_step(flow: Flow, value: Any, error: BaseException | None) -> FlowOp | None:

@@ -15,6 +15,8 @@ here, once. h11 does the HTTP framing; `OriginHttp` adds the proxy's rules on to
 
 from __future__ import annotations
 
+import os
+import ssl
 from typing import Literal
 
 import h11
@@ -30,6 +32,7 @@ __all__ = [
     "StaleConnectionError",
     "build_origin_request",
     "content_length",
+    "describe_os_error",
     "origin_label",
     "too_large",
 ]
@@ -68,6 +71,19 @@ class StaleConnectionError(Exception):
 
 def origin_label(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def describe_os_error(exc: OSError) -> str:
+    """A short reason for a failed connect, whichever driver's socket raised it."""
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed: {exc}"
+    if exc.errno is not None and exc.errno < 0:  # getaddrinfo's EAI_* codes (socket.gaierror)
+        return str(exc.strerror)
+    if exc.errno:
+        # asyncio replaces strerror with "Connect call failed (...)"; the errno says why.
+        return os.strerror(exc.errno)
+    # asyncio's summary when several addresses of one name failed in different ways.
+    return str(exc)
 
 
 def too_large(origin: str, limit: int) -> OriginError:

@@ -1,0 +1,461 @@
+"""The gevent driver: greenlets, sockets and timers around the sans-IO core.
+
+The same proxy as adapters/asyncio, driven by gevent: every decision is the core's
+(`gripcore._node.ProxyNode`, `gripcore._connection.ProxyConnection`,
+`gripcore._node.PublishConnection`). Per client socket one greenlet reads and feeds the core;
+the core's flows (origin requests) run in greenlets of their own and block only themselves.
+No monkey-patching is needed or done: sockets come from `gevent.socket` and `gevent.server`.
+
+Writes never block the caller. Fan-out passes and timers run as hub callbacks, where a greenlet
+may not block, so `_Writer.write` sends what the kernel takes at once and queues the rest for a
+writer greenlet; above WRITE_HIGH queued bytes the connection is told to pause (the hub's
+output limit then applies to slow readers), below WRITE_LOW to resume: the asyncio transport's
+write-buffer marks, the same numbers.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+import gevent.event
+import gevent.pool
+import gevent.server
+import gevent.socket
+import gevent.ssl
+
+from gripcore._broker import Broker
+from gripcore._config import Config
+from gripcore._connection import OriginWsLink, ProxyConnection
+from gripcore._errors import ProtocolError
+from gripcore._metrics import Counter, Registry
+from gripcore._node import (
+    ConnectOriginWebSocket,
+    DiscardBody,
+    Flow,
+    FlowOp,
+    NextChunk,
+    OriginRequest,
+    ProxyNode,
+    PublishConnection,
+    ReadBody,
+    run_flow_step,
+    unsupported_options,
+)
+from gripcore._originhttp import OriginError, describe_os_error
+from gripcore._routes import RouteTable, Target
+
+from ._origin import OriginClient
+
+__all__ = ["Server", "run"]
+
+WRITE_HIGH = 256 * 1024
+WRITE_LOW = 64 * 1024
+READ_SIZE = 256 * 1024
+ROUTES_POLL_INTERVAL = 1.0
+
+
+class _Writer:
+    """Non-blocking writes to a gevent socket, with a queue drained by a greenlet."""
+
+    def __init__(self, sock: gevent.socket.socket) -> None:
+        self.sock = sock
+        self.pending = bytearray()
+        self.closed = False
+        self._close_after = False
+        self._drainer: gevent.Greenlet | None = None
+
+    def write(self, data: bytes) -> None:
+        if self.closed or not data:
+            return
+        if not self.pending:
+            try:
+                sent = self.sock._sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self._hard_close()
+                return
+            if sent == len(data):
+                return
+            data = data[sent:]
+        self.pending += data
+        if self._drainer is None:
+            self._drainer = gevent.spawn(self._drain)
+        if len(self.pending) > WRITE_HIGH:
+            self.paused()
+
+    def _drain(self) -> None:
+        try:
+            while self.pending and not self.closed:
+                data = bytes(self.pending)
+                self.pending.clear()
+                self.sock.sendall(data)
+                if len(self.pending) < WRITE_LOW:
+                    self.resumed()
+        except OSError:
+            self._hard_close()
+            return
+        finally:
+            self._drainer = None
+        if self._close_after:
+            self._hard_close()
+
+    def close(self) -> None:
+        """Close once what is queued has gone out."""
+        if self.pending and self._drainer is not None:
+            self._close_after = True
+        else:
+            self._hard_close()
+
+    def abort(self) -> None:
+        self.pending.clear()
+        self._hard_close()
+
+    def _hard_close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.pending.clear()
+            self.sock.close()  # wakes a greenlet blocked reading it
+
+    def paused(self) -> None:
+        """Queued bytes went over WRITE_HIGH."""
+
+    def resumed(self) -> None:
+        """Queued bytes went under WRITE_LOW."""
+
+
+class ClientIO(_Writer):
+    """One client socket: the `ConnectionIO` of its core `ProxyConnection`."""
+
+    def __init__(self, server: Server, sock: gevent.socket.socket) -> None:
+        super().__init__(sock)
+        self.server = server
+        self.conn: ProxyConnection | None = None
+        self._timer: Any = None
+        self._paused = False
+
+    def paused(self) -> None:
+        if not self._paused and self.conn is not None:
+            self._paused = True
+            self.conn.pause_writing()
+
+    def resumed(self) -> None:
+        if self._paused and self.conn is not None:
+            self._paused = False
+            self.conn.resume_writing()
+
+    def set_timer(self, deadline: float) -> None:
+        self.cancel_timer()
+        timer = gevent.get_hub().loop.timer(max(0.0, deadline - time.monotonic()))
+        timer.start(self._fire)
+        self._timer = timer
+
+    def cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.close()
+            self._timer = None
+
+    def _fire(self) -> None:
+        self.cancel_timer()
+        if self.conn is not None:
+            self.conn.on_timer()
+
+    def spawn(self, flow: Flow) -> None:
+        self.server.spawn(self.server.run_flow, flow)
+
+
+class LinkIO(_Writer):
+    """The socket of a core `OriginWsLink`."""
+
+
+class Server:
+    """One gripcore proxy on gevent: client listeners, the publish API and the shared node."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.node = ProxyNode(
+            config,
+            clock=time.monotonic,
+            wall_clock=time.time,
+            read_file=_read_file,
+            is_file=os.path.isfile,
+            random_bytes=os.urandom,
+        )
+        self.node.schedule_flush = self._schedule_flush
+        self.node.set_broker_timer = self._set_broker_timer
+        self.origin = OriginClient(
+            connect_timeout=config.origin_connect_timeout,
+            response_timeout=config.origin_response_timeout,
+        )
+        self._group = gevent.pool.Group()  # flows and other helper greenlets
+        self.socket_greenlets = gevent.pool.Pool()  # one per client or publisher socket
+        self._servers: list[gevent.server.StreamServer] = []
+        self._broker_timer: Any = None
+        self._watcher: gevent.Greenlet | None = None
+        self.publish_connections: set[_Writer] = set()
+        self.listen_addresses: list[tuple[str, int]] = []
+        self.publish_address: tuple[str, int] | None = None
+
+    @property
+    def broker(self) -> Broker:
+        return self.node.broker
+
+    @property
+    def routes(self) -> RouteTable | None:
+        return self.node.routes
+
+    @property
+    def connections(self) -> set[ProxyConnection]:
+        return self.node.connections
+
+    @property
+    def metrics(self) -> Registry:
+        return self.node.metrics
+
+    @property
+    def slow_consumers(self) -> Counter:
+        return self.node.slow_consumers
+
+    def publish(self, items: Any) -> None:
+        self.node.publish(items)
+
+    def reload_routes(self) -> None:
+        self.node.reload_routes()
+
+    # --- setup and shutdown ---
+
+    def start(self) -> None:
+        for host, port in self.config.listen:
+            server = gevent.server.StreamServer(
+                (host, port), self._serve_client, backlog=4096, spawn=self.socket_greenlets
+            )
+            server.start()
+            self._servers.append(server)
+            self.listen_addresses.append(server.address[:2])
+        host, port = self.config.publish_listen
+        server = gevent.server.StreamServer(
+            (host, port), self._serve_publisher, backlog=1024, spawn=self.socket_greenlets
+        )
+        server.start()
+        self._servers.append(server)
+        self.publish_address = server.address[:2]
+        if self.config.routes_file and not self.config.routes:
+            self._watcher = gevent.spawn(self._watch_routes, self.config.routes_file)
+
+    def _watch_routes(self, path: str) -> None:
+        last = _mtime(path)
+        while True:
+            gevent.sleep(ROUTES_POLL_INTERVAL)
+            current = _mtime(path)
+            if current != last:
+                last = current
+                self.reload_routes()
+
+    def close(self, grace: float = 0.0) -> None:
+        """Stop listening and end every connection cleanly (see the asyncio driver)."""
+        self.node.closing = True
+        if self._watcher is not None:
+            self._watcher.kill()
+        for server in self._servers:
+            server.close()
+        self.node.close_all()
+        for publisher in list(self.publish_connections):
+            publisher.close()
+        if len(self._group) and grace > 0:
+            self._group.join(timeout=grace)
+        for conn in list(self.node.connections):
+            conn.close()
+        self._group.kill(block=True, timeout=5)
+        self.socket_greenlets.join(timeout=5)
+        self.origin.close()
+        if self._broker_timer is not None:
+            self._broker_timer.close()
+        gevent.sleep(0)
+
+    @property
+    def greenlets(self) -> int:
+        """Greenlets running for this server (sockets and flows), for leak checks."""
+        return len(self._group) + len(self.socket_greenlets)
+
+    def spawn(self, fn: Callable[..., Any], *args: Any) -> gevent.Greenlet:
+        return self._group.spawn(fn, *args)
+
+    # --- the node's requests ---
+
+    def _schedule_flush(self) -> None:
+        gevent.get_hub().loop.run_callback(self.node.flush_pass)
+
+    def _set_broker_timer(self, deadline: float | None) -> None:
+        if self._broker_timer is not None:
+            self._broker_timer.close()
+            self._broker_timer = None
+        if deadline is not None:
+            timer = gevent.get_hub().loop.timer(max(0.0, deadline - time.monotonic()))
+            timer.start(self._on_broker_timer)
+            self._broker_timer = timer
+
+    def _on_broker_timer(self) -> None:
+        if self._broker_timer is not None:
+            self._broker_timer.close()
+            self._broker_timer = None
+        self.node.handle_broker_timer()
+
+    def run_flow(self, flow: Flow) -> None:
+        """Run a core flow: perform each operation it yields, blocking this greenlet only."""
+        value: Any = None
+        error: BaseException | None = None
+        while (op := run_flow_step(flow, value, error)) is not None:
+            value, error = None, None
+            try:
+                value = self._perform(op)
+            except Exception as exc:  # OriginError and request errors go back into the flow
+                error = exc
+
+    def _perform(self, op: FlowOp) -> Any:
+        if isinstance(op, ReadBody):
+            return op.response.read_body(op.limit)
+        if isinstance(op, NextChunk):
+            return op.response.next_chunk()
+        if isinstance(op, DiscardBody):
+            return op.response.close()
+        if isinstance(op, OriginRequest):
+            t = op.target
+            return self.origin.request(
+                t.host,
+                t.port,
+                op.method,
+                op.path,
+                op.headers,
+                op.body,
+                ssl=t.ssl,
+                insecure=t.insecure,
+                server_hostname=t.host_header,
+            )
+        assert isinstance(op, ConnectOriginWebSocket)
+        return self._connect_origin_ws(op.target, op.link)
+
+    def _connect_origin_ws(self, target: Target, link: OriginWsLink) -> None:
+        try:
+            sock = gevent.socket.create_connection(
+                (target.host, target.port), timeout=self.config.origin_connect_timeout
+            )
+            if target.ssl:
+                context = gevent.ssl.create_default_context()
+                if target.insecure:
+                    context.check_hostname = False
+                    context.verify_mode = gevent.ssl.CERT_NONE
+                sock = context.wrap_socket(sock, server_hostname=target.host_header or target.host)
+            sock.settimeout(None)
+        except OSError as exc:
+            raise OriginError("connect", describe_os_error(exc)) from exc
+        io = LinkIO(sock)
+        link.attach(io)
+        self.spawn(self._pump_link, sock, io, link)
+
+    def _pump_link(self, sock: gevent.socket.socket, io: LinkIO, link: OriginWsLink) -> None:
+        reason: str | None = None
+        try:
+            while not io.closed:
+                data = sock.recv(READ_SIZE)
+                if not data:
+                    break
+                link.data_received(data)
+        except OSError as exc:
+            reason = None if io.closed else str(exc)
+        io.close()
+        link.connection_lost(reason)
+
+    # --- sockets ---
+
+    def _serve_client(self, sock: gevent.socket.socket, address: Any) -> None:
+        io = ClientIO(self, sock)
+        peer = address[0] if address else ""
+        conn = ProxyConnection(self.node, io, peer)
+        if not conn.connection_made():
+            io.close()
+            return
+        io.conn = conn
+        try:
+            while not io.closed:
+                try:
+                    data = sock.recv(READ_SIZE)
+                except OSError:
+                    break
+                if not data:
+                    conn.eof_received()
+                    io.close()  # as asyncio: the transport closes after EOF
+                    break
+                conn.receive_data(data)
+        finally:
+            if not io.closed:
+                io.close()
+            io.cancel_timer()
+            conn.connection_lost()
+
+    def _serve_publisher(self, sock: gevent.socket.socket, address: Any) -> None:
+        publisher = PublishConnection(self.node)
+        io = _Writer(sock)
+        self.publish_connections.add(io)
+        try:
+            while not io.closed:
+                try:
+                    data = sock.recv(READ_SIZE)
+                except OSError:
+                    break
+                out, close = publisher.receive_data(data)
+                io.write(out)
+                if close or not data:
+                    break
+        finally:
+            io.close()
+            self.publish_connections.discard(io)
+
+
+def _mtime(path: str) -> tuple[float, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime, st.st_size
+
+
+def _read_file(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def run(config: Config, *, ready: Callable[[Server], None] | None = None) -> int:
+    """Run a server until SIGINT/SIGTERM; SIGHUP reloads routes. Returns the exit status."""
+    problem = unsupported_options(config)
+    if problem is not None:
+        print(f"gripcore serve: {problem}", file=sys.stderr)
+        return 2
+    try:
+        server = Server(config)
+        server.start()
+    except (OSError, UnicodeDecodeError, ProtocolError) as exc:
+        print(f"gripcore serve: cannot start: {exc}", file=sys.stderr)
+        return 2
+    assert server.publish_address is not None
+    banner = server.node.announce(server.listen_addresses, server.publish_address)
+    if banner is not None:
+        print(banner, flush=True)
+    if ready is not None:
+        ready(server)
+    stop = gevent.event.Event()
+    handlers = [
+        gevent.signal_handler(signal.SIGINT, stop.set),
+        gevent.signal_handler(signal.SIGTERM, stop.set),
+        gevent.signal_handler(signal.SIGHUP, server.reload_routes),
+    ]
+    stop.wait()
+    for handler in handlers:
+        handler.cancel()
+    server.close(config.shutdown_grace)
+    return 0
