@@ -32,8 +32,8 @@ test: $(STAMP) lint typecheck
 	$(PY) -m coverage report
 
 lint: $(STAMP)
-	$(PY) -m ruff check src adapters tests bench tools
-	$(PY) -m ruff format --check src adapters tests bench tools
+	$(PY) -m ruff check src adapters tests bench tools examples
+	$(PY) -m ruff format --check src adapters tests bench tools examples
 
 typecheck: $(STAMP)
 	$(PY) -m mypy

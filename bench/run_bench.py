@@ -52,7 +52,8 @@ ROOT = BENCH.parent
 VENV_BIN = Path(sys.executable).parent
 RUN_PUSHPIN = Path("/work/shared/tools/run-pushpin")
 CHANNEL = "bench"
-PROXIES = ("gripcore", "pushpin", "nchan")
+PROXIES = ("gripcore", "gripcore-gevent", "pushpin", "nchan")
+ADAPTER_OF = {"gripcore": "asyncio", "gripcore-gevent": "gevent"}
 SCENARIOS = ("fanout", "latency", "ws", "ramp", "ingress", "ceiling")
 
 # Bounds: every wait in this driver ends. Startup of a proxy (Pushpin is the slowest, ~2 s).
@@ -242,8 +243,8 @@ def run_proxy(name: str, workdir: Path, label: str) -> Iterator[Proxy]:
             yield proxy
         return
     with origin(workdir) as (origin_port, origin_pid):
-        if name == "gripcore":
-            with run_gripcore(workdir, origin_port, label) as proxy:
+        if name in ADAPTER_OF:
+            with run_gripcore(workdir, origin_port, label, name) as proxy:
                 proxy.origin_sids = {origin_pid}
                 yield proxy
         else:
@@ -253,10 +254,14 @@ def run_proxy(name: str, workdir: Path, label: str) -> Iterator[Proxy]:
 
 
 @contextmanager
-def run_gripcore(workdir: Path, origin_port: int, label: str) -> Iterator[Proxy]:
+def run_gripcore(
+    workdir: Path, origin_port: int, label: str, name: str = "gripcore"
+) -> Iterator[Proxy]:
     http_port, publish_port = free_port(), free_port()
     serve = [
         "serve",
+        "--adapter",
+        ADAPTER_OF[name],
         "--listen",
         f"127.0.0.1:{http_port}",
         "--publish-listen",
@@ -271,7 +276,7 @@ def run_gripcore(workdir: Path, origin_port: int, label: str) -> Iterator[Proxy]
     profile_dir = os.environ.get("BENCH_GRIPCORE_PROFILE")
     if profile_dir:
         Path(profile_dir).mkdir(parents=True, exist_ok=True)
-        out = Path(profile_dir) / f"gripcore-{label}.prof"
+        out = Path(profile_dir) / f"{name}-{label}.prof"
         args = [sys.executable, "-m", "cProfile", "-o", str(out), "-m", "gripcore", *serve]
     else:
         args = [str(VENV_BIN / "gripcore"), *serve]
@@ -281,7 +286,7 @@ def run_gripcore(workdir: Path, origin_port: int, label: str) -> Iterator[Proxy]
     try:
         wait_port(publish_port)
         wait_port(http_port)
-        yield Proxy("gripcore", http_port, publish_port, {proc.pid})
+        yield Proxy(name, http_port, publish_port, {proc.pid})
     finally:
         kill_group(proc, signal.SIGTERM)  # graceful: lets cProfile write its file
 
@@ -710,7 +715,12 @@ def table(
     title: str, rows: list[tuple[str, Callable[[dict[str, Any]], Any]]], res: dict[str, Any]
 ) -> str:
     names = [n for n in PROXIES if n in res]
-    header = ["metric", *names, *(f"gripcore/{n}" for n in names if n != "gripcore")]
+    ours = [n for n in names if n in ADAPTER_OF]
+    peers = [n for n in names if n not in ADAPTER_OF]
+    pairs = [(o, n) for o in ours for n in peers]
+    if len(ours) == 2:
+        pairs.append(("gripcore-gevent", "gripcore"))
+    header = ["metric", *names, *(f"{o}/{n}" for o, n in pairs)]
     lines = [f"\n### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, get in rows:
         vals: dict[str, Any] = {}
@@ -720,8 +730,7 @@ def table(
             except (KeyError, TypeError):
                 vals[n] = None
         cells = [label, *(fmt(vals[n]) for n in names)]
-        if "gripcore" in vals:
-            cells += [ratio(vals["gripcore"], vals[n]) for n in names if n != "gripcore"]
+        cells += [ratio(vals[o], vals[n]) for o, n in pairs]
         lines.append("| " + " | ".join(cells) + " |")
     errs = [f"{n}: {res[n]['error']}" for n in names if "error" in res[n]]
     if errs:

@@ -36,6 +36,7 @@ from gripcore._node import (
     DiscardBody,
     Flow,
     FlowOp,
+    LocalPublishing,
     NextChunk,
     OriginRequest,
     ProxyNode,
@@ -66,7 +67,7 @@ def _clock() -> float:
     return asyncio.get_running_loop().time()
 
 
-class Server:
+class Server(LocalPublishing):
     """One gripcore proxy: client listeners, the publish API and the node they share."""
 
     def __init__(self, config: Config) -> None:
@@ -113,9 +114,6 @@ class Server:
     @property
     def slow_consumers(self) -> Counter:
         return self.node.slow_consumers
-
-    def publish(self, items: Any) -> None:
-        self.node.publish(items)
 
     def reload_routes(self) -> None:
         self.node.reload_routes()

@@ -39,6 +39,7 @@ from gripcore._node import (
     DiscardBody,
     Flow,
     FlowOp,
+    LocalPublishing,
     NextChunk,
     OriginRequest,
     ProxyNode,
@@ -174,7 +175,7 @@ class LinkIO(_Writer):
     """The socket of a core `OriginWsLink`."""
 
 
-class Server:
+class Server(LocalPublishing):
     """One gripcore proxy on gevent: client listeners, the publish API and the shared node."""
 
     def __init__(self, config: Config) -> None:
@@ -221,9 +222,6 @@ class Server:
     @property
     def slow_consumers(self) -> Counter:
         return self.node.slow_consumers
-
-    def publish(self, items: Any) -> None:
-        self.node.publish(items)
 
     def reload_routes(self) -> None:
         self.node.reload_routes()

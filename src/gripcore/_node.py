@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -36,9 +36,11 @@ from ._config import Config, parse_listen
 from ._errors import ProtocolError
 from ._hub import Hub, OverflowPolicy, Transport
 from ._instruct import reason_phrase
+from ._items import Item
 from ._metrics import Registry
 from ._originhttp import OriginError
 from ._publishapi import handle_publish_request
+from ._publishing import PublishConveniences
 from ._routes import Route, RouteTable, Target, parse_routes
 from ._sequencer import Sequencer
 from ._sig import SigningKey, mint_sig, parse_key_spec
@@ -53,6 +55,7 @@ __all__ = [
     "DiscardBody",
     "Flow",
     "FlowOp",
+    "LocalPublishing",
     "NextChunk",
     "OriginRequest",
     "ProxyNode",
@@ -442,6 +445,20 @@ def run_flow_step(flow: Flow, value: Any, error: BaseException | None) -> FlowOp
         return flow.send(value)
     except StopIteration:
         return None
+
+
+class LocalPublishing(PublishConveniences[int]):
+    """Publishing from inside the process that runs the proxy (an embedding application, a
+    request handler): `publish(items)` and the builders (`publish_sse`, `publish_ws`, ...) of
+    gripcore.Publisher, delivered at once with no HTTP in between. Call it from the driver's
+    own thread (the asyncio loop, or any greenlet of the gevent hub)."""
+
+    node: ProxyNode
+
+    def publish(self, items: Item | Iterable[Item]) -> int:
+        batch = [items] if isinstance(items, Item) else list(items)
+        self.node.publish(batch)
+        return len(batch)
 
 
 class PublishConnection:
