@@ -36,9 +36,10 @@ from wsproto.utilities import LocalProtocolError as LocalWsProtocolError
 from wsproto.utilities import generate_accept_token
 
 from gripcore import _starter
-from gripcore._broker import Broker
 from gripcore._config import Config, parse_listen
+from gripcore._engine import MemoryEngine, RedisEngine, parse_engine_url
 from gripcore._errors import InstructError, ProtocolError, PublishError
+from gripcore._history import History, resume_id
 from gripcore._holds import (
     EndStream,
     FetchNextLink,
@@ -66,7 +67,7 @@ from gripcore._proxy import (
     link_destination,
     origin_request_headers,
 )
-from gripcore._publishapi import handle_publish_request
+from gripcore._publishapi import engine_unavailable_response, handle_publish_request
 from gripcore._routes import Route, RouteTable, Target, parse_routes
 from gripcore._sequencer import Sequencer
 from gripcore._sig import SigningKey, mint_sig, parse_key_spec
@@ -81,6 +82,7 @@ from gripcore._wsgrip import (
 from gripcore._wsproxy import CloseOrigin, ConnectOrigin, SendToOrigin, WebSocketProxy
 
 from ._origin import OriginClient, OriginError
+from ._redis import EngineUnavailable, RedisDriver
 
 __all__ = ["Server", "run"]
 
@@ -106,6 +108,10 @@ _TRANSPORT_LABEL = {
 
 # Connections written per flush slice: ~5 ms of writes, so publishes are read between slices.
 FLUSH_SLICE = 512
+
+# `gripcore serve`'s exit status when the engine (Redis) cannot be reached at start; 2 is for
+# a configuration that cannot work, 1 for anything unexpected.
+EXIT_ENGINE_UNAVAILABLE = 3
 
 # How often the routes file is checked for changes (Pushpin watches it with a 1 s debounce).
 ROUTES_POLL_INTERVAL = 1.0
@@ -135,7 +141,25 @@ class Server:
         sequencer: Sequencer[Any] = Sequencer(
             id_cache_ttl=config.id_cache_ttl, message_wait=config.message_wait
         )
-        self.broker = Broker(hub, sequencer)
+        # the engine; named broker for the code that only needs its hub and sync()
+        self.broker: MemoryEngine | RedisEngine
+        self.engine_driver: RedisDriver | None = None
+        if config.engine == "memory":
+            history = History(config.history) if config.history else None
+            self.broker = MemoryEngine(hub, sequencer, history=history)
+        else:
+            self.broker = RedisEngine(
+                parse_engine_url(config.engine),
+                hub,
+                sequencer,
+                history=config.history,
+                linger=config.engine_linger,
+                id_cache_ttl=config.id_cache_ttl,
+                max_content_size=config.max_content_size,
+            )
+            self.engine_driver = RedisDriver(
+                self.broker, wake=self.wake, arm_timer=self._arm_broker_timer
+            )
         self.routes: RouteTable | None = self._load_routes()
         self.sig_key: SigningKey | None = (
             parse_key_spec(_key_spec(config.sig_key), read_file=_read_file)
@@ -177,10 +201,12 @@ class Server:
                 counts[kind] += 1
             return [((kind,), n) for kind, n in counts.items()]
 
+        engine = self.broker.engine_stats
+
         def sequencer_drops() -> list[tuple[tuple[str, ...], float]]:
             seq = self.broker.sequencer.stats
             return [
-                (("duplicate",), seq.duplicates_dropped),
+                (("duplicate",), seq.duplicates_dropped + engine.duplicates),
                 (("prev-id-conflict",), seq.prev_id_conflict_dropped),
                 (("sequencer-overflow",), seq.overflow_dropped),
                 (("unsubscribed",), seq.unsubscribed_dropped),
@@ -216,6 +242,32 @@ class Server:
             "Items dropped before delivery, by reason.",
             sequencer_drops,
             ("reason",),
+        )
+        m.gauge(
+            "engine_up",
+            "1 while the engine can take publishes (the memory engine always can).",
+            lambda: [((), 0 if isinstance(self.broker, RedisEngine) and not self.broker.up else 1)],
+        )
+        m.counter_from(
+            "engine_outages_total",
+            "Times the connection to the engine (Redis) was lost.",
+            lambda: [((), engine.outages)],
+        )
+        m.counter_from(
+            "engine_outage_seconds_total",
+            "Time spent without the engine (finished outages).",
+            lambda: [((), engine.outage_seconds)],
+        )
+        m.counter_from(
+            "engine_rejected_items_total",
+            "Published items answered 503 because the engine could not take them.",
+            lambda: [((), engine.rejected)],
+        )
+        m.counter_from(
+            "resumes_total",
+            "Resumes from history, by whether the last event id was found.",
+            lambda: [(("found",), engine.resumes), (("missed",), engine.resume_misses)],
+            ("result",),
         )
         self.slow_consumers = m.counter(
             "slow_consumer_closes_total", "Connections closed because their output buffer was full."
@@ -261,7 +313,10 @@ class Server:
                 self.reload_routes()
 
     async def start(self) -> None:
+        """Listen. Raises EngineUnavailable when the engine (Redis) cannot be reached."""
         loop = asyncio.get_running_loop()
+        if self.engine_driver is not None:
+            await self.engine_driver.start()
         for host, port in self.config.listen:
             server = await loop.create_server(
                 lambda: ClientConnection(self), host, port, reuse_address=True, backlog=4096
@@ -306,6 +361,8 @@ class Server:
         for server in self._servers:
             await server.wait_closed()
         await self.origin.aclose()
+        if self.engine_driver is not None:
+            await self.engine_driver.close()
         if self._broker_timer is not None:
             self._broker_timer.cancel()
         # let closed transports run connection_lost before the loop goes away
@@ -320,11 +377,32 @@ class Server:
 
     # --- publishing and fan-out ---
 
+    async def publish_items(self, items: Sequence[Any]) -> None:
+        """Publish through the engine. Raises EngineUnavailable when it cannot take them."""
+        if self.engine_driver is None:
+            self.publish(items)
+        else:
+            await self.engine_driver.publish(items)
+
     def publish(self, items: Sequence[Any]) -> None:
+        """Publish now (memory engine); through Redis in the background (Redis engine: failures
+        are logged; the publish API uses publish_items to answer 503 instead)."""
+        if not isinstance(self.broker, MemoryEngine):
+            self.spawn(self._publish_quietly(items))
+            return
         loop = asyncio.get_running_loop()
         result = self.broker.publish(items, loop.time())
         self.wake(result.woken)
         self._arm_broker_timer()
+
+    async def _publish_quietly(self, items: Sequence[Any]) -> None:
+        with contextlib.suppress(EngineUnavailable):  # logged by the driver
+            await self.publish_items(items)
+
+    def resume(self, sub: Subscriber, last_id: str) -> None:
+        """Deliver what `sub` missed after `last_id` from the history (now, or once read)."""
+        result = self.broker.resume(sub, last_id, asyncio.get_running_loop().time())
+        self.wake(result.woken)
 
     def wake(self, woken: Sequence[Any]) -> None:
         dirty = self._dirty
@@ -501,6 +579,7 @@ class ClientConnection(asyncio.Protocol):
         self._targets: Sequence[Target] = ()
         self._hold_request: h11.Request | None = None
         self._origin_ws: OriginWebSocket | None = None
+        self._resume_from: str | None = None  # a WebSocket's last-event-id, until subscribed
 
     # --- transport callbacks ---
 
@@ -933,6 +1012,9 @@ class ClientConnection(asyncio.Protocol):
             debug=debug,
         )
         self.session = session
+        last_id = resume_id(request.target, request.headers)
+        if last_id is not None:
+            self.server.resume(sub, last_id)
         self._perform_hold(session.take_actions())
         self.flush()
 
@@ -1203,6 +1285,7 @@ class ClientConnection(asyncio.Protocol):
             )
         self.subscriber = sub
         self.session = session
+        self._resume_from = resume_id(request.target, request.headers)
         self._perform_ws(session.start(loop.time()))
 
     def _perform_ws(self, actions: Sequence[WebSocketAction]) -> None:
@@ -1235,6 +1318,9 @@ class ClientConnection(asyncio.Protocol):
                 self.subscriber = None
                 self._cancel_timer()
                 self._close()
+        if self._resume_from is not None and self.subscriber and self.subscriber.channels:
+            self.server.resume(self.subscriber, self._resume_from)  # the first subscriptions
+            self._resume_from = None
         self.server.broker.sync()
 
     async def _ws_post(self, action: OriginPost) -> None:
@@ -1630,23 +1716,30 @@ class PublishConnection(asyncio.Protocol):
                     )
                     return
             elif isinstance(event, h11.EndOfMessage):
-                self._handle()
-                if self.transport is None:
+                if self._handle():  # answered once the engine took the items
                     return
-                if self.h11.our_state is h11.MUST_CLOSE:  # Connection: close, or HTTP/1.0
-                    self.transport.close()
-                    self.transport = None
-                    return
-                if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
-                    self.h11.start_next_cycle()
-                else:
+                if not self._next_cycle():
                     return
             elif isinstance(event, h11.ConnectionClosed):
                 if self.transport is not None:
                     self.transport.close()
                 return
 
-    def _handle(self) -> None:
+    def _next_cycle(self) -> bool:
+        """After a response: close, or get ready for the next request (True: read on)."""
+        if self.transport is None:
+            return False
+        if self.h11.our_state is h11.MUST_CLOSE:  # Connection: close, or HTTP/1.0
+            self.transport.close()
+            self.transport = None
+            return False
+        if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
+            self.h11.start_next_cycle()
+            return True
+        return False
+
+    def _handle(self) -> bool:
+        """Answer the request; True when the answer comes later (a remote engine)."""
         request = self.request
         assert request is not None
         config = self.server.config
@@ -1662,10 +1755,27 @@ class PublishConnection(asyncio.Protocol):
             publish_iss=config.publish_iss,
             now=time.time(),
         )
+        if response.items and self.server.engine_driver is not None:
+            self.server.spawn(self._publish_remote(request, response))
+            return True
         if response.items:
             self.server.publish(response.items)
             log.info("publish items=%d", len(response.items))
         self._send_response(response.status, response.headers, response.body)
+        return False
+
+    async def _publish_remote(self, request: h11.Request, response: Any) -> None:
+        """Publish through the engine, then answer: 200, or 503 when it cannot take them.
+        Pipelined requests wait (h11 pauses) until this answer is out."""
+        try:
+            await self.server.publish_items(response.items)
+        except EngineUnavailable as exc:
+            response = engine_unavailable_response(request.headers, str(exc))
+        else:
+            log.info("publish items=%d", len(response.items))
+        self._send_response(response.status, response.headers, response.body)
+        if self._next_cycle():
+            self._process()
 
     def _answer(self, status: int, ctype: bytes, body: bytes, *, close: bool = False) -> None:
         self._send_response(status, [(b"Content-Type", ctype)], body, close=close)
@@ -1728,25 +1838,16 @@ def _announce(server: Server) -> None:
         print(_starter.banner(_url(server.listen_addresses[0]), publish_url), flush=True)
 
 
-def _unsupported(config: Config) -> str | None:
-    """Options reserved for features this adapter does not have yet: refused, not ignored."""
-    if config.engine != "memory":
-        return f"--engine {config.engine}: only the in-process memory engine is available yet"
-    if config.history:
-        return "--history: per-channel history is not available yet"
-    return None
-
-
 async def _main(config: Config, ready: Callable[[Server], None] | None) -> int:
     import signal
 
-    problem = _unsupported(config)
-    if problem is not None:
-        print(f"gripcore serve: {problem}", file=sys.stderr)
-        return 2
     try:
         server = Server(config)
         await server.start()
+    except EngineUnavailable as exc:
+        print(f"gripcore serve: cannot start: engine unavailable: {exc}", file=sys.stderr)
+        await server.close()
+        return EXIT_ENGINE_UNAVAILABLE
     except (OSError, UnicodeDecodeError, ProtocolError) as exc:
         # a routes file that does not parse, a key that does not load, a port in use...
         print(f"gripcore serve: cannot start: {exc}", file=sys.stderr)
