@@ -103,7 +103,7 @@ def test_engine_url_defaults_and_parts() -> None:
         "redis://",
         "redis://h:port",
         "redis://h/x",
-        "redis://h/١",  # a digit, but not an ASCII one
+        "redis://h/\u0661",  # a digit, but not an ASCII one
         "redis://h/0?db=1",
         "redis://h/0?prefix=a&prefix=b",
     ],
@@ -122,7 +122,9 @@ def test_target_display_hides_credentials() -> None:
 
 
 def test_item_codec_round_trips_and_rejects() -> None:
-    it = Item("c", id="1", prev_id="0", meta={"k": "v"}, http_stream=HttpStreamFormat(content=b"\xff"))
+    it = Item(
+        "c", id="1", prev_id="0", meta={"k": "v"}, http_stream=HttpStreamFormat(content=b"\xff")
+    )
     assert decode_item(encode_item(it), 100) == it
     with pytest.raises(ValueError):
         decode_item(b"{", 100)
