@@ -119,7 +119,11 @@ class RedisDriver:
             raise EngineUnavailable(f"cannot reach Redis at {target.display}: {exc}") from None
         self._writer = asyncio.ensure_future(self._write_loop())
         self._reader = asyncio.ensure_future(self._read_loop(conn))
-        await self._up.wait()
+        try:
+            await asyncio.wait_for(self._up.wait(), CONNECT_TIMEOUT)
+        except TimeoutError:
+            await self.close()
+            raise EngineUnavailable(f"Redis at {target.display} went away at start") from None
 
     async def close(self) -> None:
         tasks = [t for t in (self._reader, self._writer, *self._reads) if t is not None]
