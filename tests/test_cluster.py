@@ -22,6 +22,7 @@ import pytest
 import redis
 
 from .e2e_support import (
+    NativeWsOrigin,
     Origin,
     OriginRequest,
     ProxyThread,
@@ -177,6 +178,38 @@ def test_publish_to_one_node_reaches_every_transport_on_another(
         assert head.startswith(b"HTTP/1.1 200 OK\r\n")
         assert polled == b"hello poll\n"
         assert ws.receive_message() == "hello ws"
+
+
+def test_native_websocket_and_http10_stream_across_nodes(
+    origin: Origin, shared_redis: tuple[redis.Redis, str]
+) -> None:
+    client, prefix = shared_redis
+    native = NativeWsOrigin().start()  # subscribes each connection to channel "native"
+    url = engine_url(prefix)
+    try:
+        with (
+            running_proxy(engine=url, routes=(f"* 127.0.0.1:{native.port}",)) as b,
+            cluster(origin, url, 1) as (a,),
+            cluster(origin, url, 1) as (c,),
+        ):
+            ws = WsClient(b.port, "/room")
+            ws.accept()
+            old = RawClient(c.port)
+            old.send(b"GET /sse HTTP/1.0\r\nHost: example.com\r\n\r\n")
+            assert old.read_until(b"\r\n\r\n").startswith(b"HTTP/1.1 200 OK\r\n")
+            wait_for(lambda: numsub(client, prefix, "native") == 1)
+            wait_for(lambda: numsub(client, prefix, "news") == 1)
+            publish(
+                a.publish_port,
+                [
+                    {"channel": "native", "formats": {"ws-message": {"content": "to native"}}},
+                    stream_item(None, "raw bytes\n"),
+                ],
+            )
+            assert ws.receive_message() == "to native"
+            assert old.read_until(b"raw bytes\n") == b"raw bytes\n"  # HTTP/1.0: no chunking
+    finally:
+        native.stop()
 
 
 def test_duplicate_published_to_two_nodes_is_delivered_once(

@@ -67,7 +67,11 @@ from gripcore._proxy import (
     link_destination,
     origin_request_headers,
 )
-from gripcore._publishapi import engine_unavailable_response, handle_publish_request
+from gripcore._publishapi import (
+    PublishResponse,
+    engine_unavailable_response,
+    handle_publish_request,
+)
 from gripcore._routes import Route, RouteTable, Target, parse_routes
 from gripcore._sequencer import Sequencer
 from gripcore._sig import SigningKey, mint_sig, parse_key_spec
@@ -245,7 +249,7 @@ class Server:
         )
         m.gauge(
             "engine_up",
-            "1 while the engine can take publishes (the memory engine always can).",
+            "1 while connected to the engine (Redis); the memory engine always is.",
             lambda: [((), 0 if isinstance(self.broker, RedisEngine) and not self.broker.up else 1)],
         )
         m.counter_from(
@@ -1764,7 +1768,7 @@ class PublishConnection(asyncio.Protocol):
         self._send_response(response.status, response.headers, response.body)
         return False
 
-    async def _publish_remote(self, request: h11.Request, response: Any) -> None:
+    async def _publish_remote(self, request: h11.Request, response: PublishResponse) -> None:
         """Publish through the engine, then answer: 200, or 503 when it cannot take them.
         Pipelined requests wait (h11 pauses) until this answer is out."""
         try:
