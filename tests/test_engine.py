@@ -177,8 +177,12 @@ def test_published_counts_what_redis_took_and_dropped() -> None:
 
 
 def test_bad_arguments_are_refused() -> None:
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(LocalProtocolError, match=r"history size must be 1\.\.10000, got -1"):
         RedisEngine(TARGET, Hub(), Sequencer(), history=-1)
+    with pytest.raises(LocalProtocolError, match="got 10001"):
+        RedisEngine(TARGET, Hub(), Sequencer(), history=10_001)
+    with pytest.raises(LocalProtocolError, match="linger"):
+        RedisEngine(TARGET, Hub(), Sequencer(), linger=-1)
     with pytest.raises(LocalProtocolError):
         RedisEngine(TARGET, Hub(), Sequencer(), max_resume_hold=0)
 

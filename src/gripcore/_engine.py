@@ -50,7 +50,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from ._broker import Broker, BrokerStats
 from ._errors import LocalProtocolError, PublishError
-from ._history import History, missed_after
+from ._history import MAX_HISTORY, History, missed_after
 from ._hub import ChannelChange, Hub, PublishResult, Subscriber
 from ._items import DEFAULT_MAX_CONTENT_SIZE, Item, item_to_json, parse_item
 from ._sequencer import Sequencer
@@ -330,7 +330,7 @@ class RedisEngine:
     applied to items decoded from Redis. `on_commands` is called (with no argument) whenever
     commands are waiting for `take_commands`; the adapter schedules its executor there.
 
-    Raises `LocalProtocolError` for a negative history or linger. Never raises for what arrives
+    Raises `LocalProtocolError` for a history over MAX_HISTORY, or a negative one or linger. Never raises for what arrives
     from Redis: a message that does not decode is counted in `engine_stats.bad_messages`.
     """
 
@@ -349,8 +349,10 @@ class RedisEngine:
         max_resume_hold: int = DEFAULT_MAX_RESUME_HOLD,
         on_commands: Callable[[], None] | None = None,
     ) -> None:
-        if history < 0 or linger < 0 or id_cache_ttl < 0 or max_resume_hold < 1:
-            raise LocalProtocolError("history, linger and id_cache_ttl must be >= 0")
+        if not 0 <= history <= MAX_HISTORY:
+            raise LocalProtocolError(f"history size must be 1..{MAX_HISTORY}, got {history!r}")
+        if linger < 0 or id_cache_ttl < 0 or max_resume_hold < 1:
+            raise LocalProtocolError("linger and id_cache_ttl must be >= 0, max_resume_hold >= 1")
         self.target = target
         self.hub = hub
         self.sequencer = sequencer
