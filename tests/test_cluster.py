@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+import signal
 import socket
 import subprocess
 import uuid
@@ -391,6 +392,29 @@ def test_redis_restart_mid_stream(origin: Origin, caplog: pytest.LogCaptureFixtu
     messages = [r.getMessage() for r in caplog.records]
     assert any(m.startswith("lost the Redis engine at redis://127.0.0.1:") for m in messages)
     assert any("reconnected after" in m for m in messages)
+
+
+def test_a_hung_redis_is_noticed_and_left_behind(origin: Origin) -> None:
+    """A Redis that stops answering without closing its sockets (SIGSTOP) is taken as gone
+    after three missed health PINGs; the node reconnects once it answers again."""
+    port = _free_port()
+    prefix = "hung:"
+    probe = redis.Redis(host="127.0.0.1", port=port)
+    with own_redis(port) as server, cluster(origin, engine_url(prefix, port), 1) as (a,):
+        a.call(lambda: setattr(a.server.engine_driver, "health_interval", 0.1))
+        sse = sse_client(a)
+        wait_for(lambda: numsub(probe, prefix, "news") == 1)
+        server.send_signal(signal.SIGSTOP)
+        try:
+            wait_for(lambda: metric(a, "engine_up") == 0)
+        finally:
+            server.send_signal(signal.SIGCONT)
+        wait_for(lambda: metric(a, "engine_up") == 1)
+        wait_for(lambda: numsub(probe, prefix, "news") == 1)
+        assert publish(a.publish_port, [stream_item("1", "back\n")])[0] == 200
+        assert sse.read_until(b"back\n\r\n") == chunk("back\n")
+        assert metric(a, "engine_outages_total") == 1
+    probe.close()
 
 
 def test_a_node_dying_does_not_disturb_the_others(

@@ -13,7 +13,8 @@ asyncio client (imported only when `--engine redis://...` is used):
 When the pub/sub connection breaks the driver tells the engine (`link_down`), logs it, and
 reconnects with exponential backoff (0.1 s doubling to 5 s); once connected it tells the engine
 (`link_up`), which resubscribes every channel with local subscribers, and logs how long the gap
-lasted. Held client connections are not touched meanwhile. A publish that Redis cannot take
+lasted. A PING every HEALTH_INTERVAL notices a Redis that hangs without closing the
+connection. Held client connections are not touched meanwhile. A publish that Redis cannot take
 raises `EngineUnavailable`, which the publish API turns into a 503.
 """
 
@@ -49,6 +50,11 @@ BACKOFF_MAX = 5.0
 CONNECT_TIMEOUT = 2.0
 COMMAND_TIMEOUT = 5.0
 
+# The pub/sub connection is PINGed this often; when nothing at all (not even the PONG) came
+# back for three intervals, Redis is taken as gone (a hung server or a half-open connection
+# never closes the socket) and the driver reconnects.
+HEALTH_INTERVAL = 5.0
+
 
 class EngineUnavailable(Exception):
     """The engine cannot be reached (at start: exit with an error; on publish: a 503)."""
@@ -80,6 +86,9 @@ class RedisDriver:
         self._publish_lock = asyncio.Lock()
         self._kicked = False
         self._up = asyncio.Event()
+        self._health: asyncio.Task[None] | None = None
+        self._last_rx = 0.0  # when the pub/sub connection last received anything
+        self.health_interval = HEALTH_INTERVAL
         engine.on_commands = self._kick
 
     # --- lifecycle ---
@@ -119,6 +128,7 @@ class RedisDriver:
             raise EngineUnavailable(f"cannot reach Redis at {target.display}: {exc}") from None
         self._writer = asyncio.ensure_future(self._write_loop())
         self._reader = asyncio.ensure_future(self._read_loop(conn))
+        self._health = asyncio.ensure_future(self._health_loop())
         try:
             await asyncio.wait_for(self._up.wait(), CONNECT_TIMEOUT)
         except TimeoutError:
@@ -126,7 +136,9 @@ class RedisDriver:
             raise EngineUnavailable(f"Redis at {target.display} went away at start") from None
 
     async def close(self) -> None:
-        tasks = [t for t in (self._reader, self._writer, *self._reads) if t is not None]
+        tasks = [
+            t for t in (self._reader, self._writer, self._health, *self._reads) if t is not None
+        ]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -254,6 +266,7 @@ class RedisDriver:
                     continue
             delay = BACKOFF_MIN
             self._conn = conn
+            self._last_rx = loop.time()
             self._outbox.clear()
             gap = engine.link_up(loop.time())
             if gap is not None:
@@ -266,7 +279,9 @@ class RedisDriver:
             self._up.set()
             try:
                 while True:
-                    self._on_push(await conn.read_response(), loop.time())
+                    push = await conn.read_response()
+                    self._last_rx = now = loop.time()
+                    self._on_push(push, now)
             except self._errors as exc:
                 self._conn = None
                 engine.link_down(loop.time())
@@ -278,6 +293,22 @@ class RedisDriver:
                 )
                 await conn.disconnect()
                 conn = None
+
+    async def _health_loop(self) -> None:
+        """PING the pub/sub connection; drop it when Redis stopped answering (see
+        HEALTH_INTERVAL), so the reader reconnects."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.health_interval)
+            conn = self._conn
+            if conn is None:
+                continue
+            if loop.time() - self._last_rx > 3 * self.health_interval:
+                log.warning("Redis at %s stopped answering", self.engine.target.display)
+                await conn.disconnect()  # the reader's pending read fails: reconnect
+                continue
+            self._outbox.append(("PING", ()))
+            self._outbox_ready.set()
 
     def _on_push(self, push: Any, now: float) -> None:
         if not isinstance(push, list) or len(push) < 3:
