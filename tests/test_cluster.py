@@ -274,6 +274,8 @@ def test_sse_resume_on_another_node_gets_missed_then_live(
         first.close()  # the client drops; two items go out meanwhile
         publish(a.publish_port, [stream_item("2", "id: 2\ndata: two\n\n")])
         publish(a.publish_port, [stream_item("3", "id: 3\ndata: three\n\n")])
+        assert client.xlen(f"{prefix}h:news") == 3
+        assert 0 < client.pttl(f"{prefix}h:news") <= 86_400_000  # history expires when idle
         again = sse_client(a, "Last-Event-ID: 1\r\n")  # reconnects through the other node
         assert again.read_until(b"three\n\n\r\n") == chunk("id: 2\ndata: two\n\n") + chunk(
             "id: 3\ndata: three\n\n"

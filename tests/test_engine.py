@@ -149,7 +149,8 @@ def test_publish_calls_carry_dedup_history_and_channel() -> None:
     engine, _ = redis_engine(history=50, id_cache_ttl=60.0)
     first, second = engine.publish_calls([item("news", "a", id="7"), item("news", "b")])
     assert first == ScriptCall(
-        ("t:id:4:news7", "t:h:news"), (60_000, 50, "t:c:news", "7", encode_item(first_item()))
+        ("t:id:4:news7", "t:h:news"),
+        (60_000, 50, "t:c:news", "7", encode_item(first_item()), 86_400_000),
     )
     assert second.keys == ("t:id:4:news", "t:h:news")
     assert second.args[3] == ""  # no id: the script skips dedup

@@ -58,6 +58,7 @@ from ._sequencer import Sequencer
 __all__ = [
     "DEFAULT_ENGINE_LINGER",
     "DEFAULT_MAX_RESUME_HOLD",
+    "HISTORY_TTL",
     "PUBLISH_SCRIPT",
     "Command",
     "EngineStats",
@@ -84,9 +85,14 @@ DEFAULT_MAX_RESUME_HOLD = 10_000
 
 _REDIS_SCHEMES: Final = ("redis", "rediss")
 
+# A channel's history stream expires this long after its last publish: Redis memory stays
+# bounded by the channels in use, not by every channel ever published to. A day covers any
+# client that could still resume (browsers give up reconnecting long before).
+HISTORY_TTL = 86_400.0
+
 # KEYS: dedup key, stream key. ARGV: id TTL in ms (0: no dedup), history length (0: none),
-# pub/sub channel, item id ('' for none), the item as JSON. Returns 1 when published, 0 for a
-# duplicate. The message is "<stream id or ''>\n<item JSON>".
+# pub/sub channel, item id ('' for none), the item as JSON, history TTL in ms. Returns 1 when
+# published, 0 for a duplicate. The message is "<stream id or ''>\n<item JSON>".
 PUBLISH_SCRIPT: Final = """\
 if ARGV[4] ~= '' and tonumber(ARGV[1]) > 0 then
   if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
@@ -96,6 +102,7 @@ end
 local sid = ''
 if tonumber(ARGV[2]) > 0 then
   sid = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'i', ARGV[4], 'm', ARGV[5])
+  redis.call('PEXPIRE', KEYS[2], ARGV[6])
 end
 redis.call('PUBLISH', ARGV[3], sid .. '\\n' .. ARGV[5])
 return 1
@@ -194,7 +201,7 @@ class ScriptCall:
     """One run of `PUBLISH_SCRIPT`: EVALSHA with these keys and args."""
 
     keys: tuple[str, str]
-    args: tuple[int, int, str, str, bytes]
+    args: tuple[int, int, str, str, bytes, int]
 
 
 # --- what arrives from Redis ----------------------------------------------------------------
@@ -411,6 +418,7 @@ class RedisEngine:
                         self.redis_channel(item.channel),
                         item_id,
                         encode_item(item),
+                        round(HISTORY_TTL * 1000),
                     ),
                 )
             )
