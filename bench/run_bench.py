@@ -20,6 +20,11 @@ Scenarios (``--scenarios``, default all):
   proxy, minus the same sum before the ramp) -- scenarios 5 and 4 in one.
 * ``ingress`` -- items/s accepted by the publish API, batches of 1 and of 100.
 * ``ceiling`` -- the loopback send() ceiling: one send() to each of N sockets, sends/s.
+* ``cluster`` -- gripcore only: ``--cluster-conns`` SSE subscribers on node B, publishes to
+  node A, two nodes on a Redis engine (a redis-server started here, on a free port), next to
+  one node with the memory engine: the latency run (20 msg/s) and the fan-out run (offered
+  ``--offered`` deliveries/s) for each. "proxy CPU" covers both nodes and Redis.
+  Not in the default ``--scenarios``; needs ``redis-server``.
 
 Prints one table per scenario with gripcore's ratio to each peer, and writes every raw figure to
 ``--out`` (JSON). ``BENCH_GRIPCORE_PROFILE=DIR`` runs gripcore under ``cProfile`` (one
@@ -55,6 +60,7 @@ CHANNEL = "bench"
 PROXIES = ("gripcore", "gripcore-gevent", "pushpin", "nchan")
 ADAPTER_OF = {"gripcore": "asyncio", "gripcore-gevent": "gevent"}
 SCENARIOS = ("fanout", "latency", "ws", "ramp", "ingress", "ceiling")
+EXTRA_SCENARIOS = ("cluster",)  # run only when named in --scenarios
 
 # Bounds: every wait in this driver ends. Startup of a proxy (Pushpin is the slowest, ~2 s).
 START_TIMEOUT = 20.0
@@ -244,7 +250,7 @@ def run_proxy(name: str, workdir: Path, label: str) -> Iterator[Proxy]:
         return
     with origin(workdir) as (origin_port, origin_pid):
         if name in ADAPTER_OF:
-            with run_gripcore(workdir, origin_port, label, name) as proxy:
+            with run_gripcore(workdir, origin_port, label, name=name) as proxy:
                 proxy.origin_sids = {origin_pid}
                 yield proxy
         else:
@@ -255,7 +261,11 @@ def run_proxy(name: str, workdir: Path, label: str) -> Iterator[Proxy]:
 
 @contextmanager
 def run_gripcore(
-    workdir: Path, origin_port: int, label: str, name: str = "gripcore"
+    workdir: Path,
+    origin_port: int,
+    label: str,
+    extra: Sequence[str] = (),
+    name: str = "gripcore",
 ) -> Iterator[Proxy]:
     http_port, publish_port = free_port(), free_port()
     serve = [
@@ -272,6 +282,7 @@ def run_gripcore(
         "warning",
         "--shutdown-grace",
         "1",
+        *extra,
     ]
     profile_dir = os.environ.get("BENCH_GRIPCORE_PROFILE")
     if profile_dir:
@@ -289,6 +300,47 @@ def run_gripcore(
         yield Proxy(name, http_port, publish_port, {proc.pid})
     finally:
         kill_group(proc, signal.SIGTERM)  # graceful: lets cProfile write its file
+
+
+@contextmanager
+def redis_server(workdir: Path) -> Iterator[tuple[int, int]]:
+    """A fresh redis-server (no persistence) on a free port: (port, pid)."""
+    port = free_port()
+    proc = spawn(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        workdir / "redis.log",
+    )
+    try:
+        wait_port(port)
+        yield port, proc.pid
+    finally:
+        kill_group(proc)
+
+
+@contextmanager
+def run_gripcore_cluster(workdir: Path, label: str) -> Iterator[Proxy]:
+    """Two gripcore nodes on one Redis: clients connect to B, the publisher posts to A."""
+    with origin(workdir) as (origin_port, origin_pid), redis_server(workdir) as (rport, rpid):
+        engine = ["--engine", f"redis://127.0.0.1:{rport}/0"]
+        (workdir / "a").mkdir()
+        (workdir / "b").mkdir()
+        with (
+            run_gripcore(workdir / "a", origin_port, f"{label}-a", engine) as a,
+            run_gripcore(workdir / "b", origin_port, f"{label}-b", engine) as b,
+        ):
+            yield Proxy(
+                "gripcore", b.http_port, a.publish_port, a.sids | b.sids | {rpid}, {origin_pid}
+            )
 
 
 @contextmanager
@@ -690,6 +742,59 @@ def scenario_ceiling(ctx: Ctx) -> dict[str, Any]:
     return result
 
 
+CLUSTER_SETUPS = ("1 node, memory engine", "2 nodes on Redis (sub B, pub A)")
+
+
+def scenario_cluster(ctx: Ctx) -> dict[str, Any]:
+    """The cross-node figures next to the single-node ones (module header)."""
+    conns = ctx.args.cluster_conns
+    offered = ctx.args.offered
+    runs = {
+        "latency": (20.0, ctx.args.latency_duration),
+        "fanout": (offered / conns if offered > 0 else 0.0, ctx.args.duration),
+    }
+    res: dict[str, Any] = {}
+    for kind, (rate, duration) in runs.items():
+        for setup in CLUSTER_SETUPS:
+            wd = ctx.workdir / f"cluster-{kind}-{CLUSTER_SETUPS.index(setup)}"
+            wd.mkdir()
+            label = f"cluster-{kind}"
+            try:
+                runner = (
+                    run_proxy("gripcore", wd, label)
+                    if setup == CLUSTER_SETUPS[0]
+                    else run_gripcore_cluster(wd, label)
+                )
+                with runner as proxy:
+                    res.setdefault(kind, {})[setup] = fanout_run(
+                        ctx, proxy, "sse", conns, rate, duration
+                    )
+            except (RuntimeError, OSError, subprocess.SubprocessError, ValueError) as exc:
+                res.setdefault(kind, {})[setup] = {"error": f"{type(exc).__name__}: {exc}"}
+            print(f"  cluster {kind} {setup}: done", file=sys.stderr, flush=True)
+    return res
+
+
+def cluster_table(
+    title: str, rows: list[tuple[str, Callable[[dict[str, Any]], Any]]], res: dict[str, Any]
+) -> str:
+    single, pair = CLUSTER_SETUPS
+    header = ["metric", single, pair, "2 nodes / 1 node"]
+    lines = [f"\n### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, get in rows:
+        vals: list[Any] = []
+        for setup in CLUSTER_SETUPS:
+            try:
+                vals.append(get(res[setup]) if "error" not in res[setup] else None)
+            except (KeyError, TypeError):
+                vals.append(None)
+        lines.append("| " + " | ".join([label, *map(fmt, vals), ratio(vals[1], vals[0])]) + " |")
+    errs = [f"{s}: {res[s]['error']}" for s in CLUSTER_SETUPS if "error" in res.get(s, {})]
+    if errs:
+        lines.append("\nerrors: " + "; ".join(errs))
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -805,6 +910,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ramp-rate", type=float, default=2000.0, help="connections opened per second")
     p.add_argument("--ingress-duration", type=float, default=3.0)
     p.add_argument("--ceiling-conns", type=int, default=5000)
+    p.add_argument("--cluster-conns", type=int, default=1000, help="subscribers, cluster scenario")
     p.add_argument("--connect-rate", type=float, default=5000.0, help="subscriber connects/s")
     p.add_argument("--drain-timeout", type=float, default=5.0, help="wait for stragglers, s")
     p.add_argument("--out", default=str(BENCH / "results.json"), help="raw results (JSON)")
@@ -846,10 +952,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, MAX_FDS + 500), hard))
     proxies = [p for p in args.proxies.split(",") if p]
     scenarios = [s for s in args.scenarios.split(",") if s]
-    for bad in set(proxies) - set(PROXIES) | set(scenarios) - set(SCENARIOS):
+    for bad in set(proxies) - set(PROXIES) | set(scenarios) - set(SCENARIOS + EXTRA_SCENARIOS):
         print(f"unknown proxy or scenario: {bad}", file=sys.stderr)
         return 2
-    missing_tools = [t for t in ("cc", "nginx", "pushpin") if shutil.which(t) is None]
+    needed = ["cc"]
+    if set(scenarios) & set(SCENARIOS):
+        needed += ["nginx", "pushpin"]
+    if "cluster" in scenarios:
+        needed.append("redis-server")
+    missing_tools = [t for t in needed if shutil.which(t) is None]
     if missing_tools:
         print(f"missing tools: {', '.join(missing_tools)}", file=sys.stderr)
         return 2
@@ -899,6 +1010,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "then memory held idle"
             )
             report.append(table(title, RAMP_ROWS, res))
+        if "cluster" in scenarios:
+            res = scenario_cluster(ctx)
+            results["scenarios"]["cluster"] = res
+            n = args.cluster_conns
+            report.append(
+                cluster_table(
+                    f"cross-node latency, {n:,} SSE subscribers x 20 msg/s",
+                    FANOUT_ROWS,
+                    res["latency"],
+                )
+            )
+            report.append(
+                cluster_table(
+                    f"cross-node fan-out, {n:,} SSE subscribers", FANOUT_ROWS, res["fanout"]
+                )
+            )
         if "ingress" in scenarios:
             for batch in (1, 100):
                 res = each(f"ingress-{batch}", lambda p, b=batch: scenario_ingress(ctx, p, b))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -190,8 +191,8 @@ def test_sigterm_lets_a_request_waiting_for_the_origin_finish(tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--engine", "redis://127.0.0.1:6379/0"], "only the in-process memory engine"),
-        (["--history", "10"], "history is not available yet"),
+        (["--history", "10001"], "history size must be 1..10000, got 10001"),
+        (["--engine", "redis://127.0.0.1/0?db=2"], "must be 'memory' or a redis://"),
         (["--route", "* 127.0.0.1:80,bogus_option"], "cannot start"),
         (["--routes", "/nonexistent/routes"], "cannot start"),
     ],
@@ -215,4 +216,37 @@ def test_serve_refuses_what_it_cannot_do(args: list[str], message: str) -> None:
     )
     assert proc.returncode == 2
     assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_serve_exits_3_when_redis_is_unreachable() -> None:
+    port = _free_port()  # nothing listens there
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gripcore",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--publish-listen",
+            "127.0.0.1:0",
+            "--engine",
+            f"redis://127.0.0.1:{port}/0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 3
+    assert (
+        f"gripcore serve: cannot start: engine unavailable: cannot reach Redis at "
+        f"redis://127.0.0.1:{port}/0: "
+    ) in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -18,18 +18,20 @@ per loop iteration, so a connection gets one `write()` per pass however many ite
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import ssl as ssl_module
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
-from gripcore._broker import Broker
 from gripcore._config import Config
 from gripcore._connection import OriginWsLink, ProxyConnection
+from gripcore._engine import MemoryEngine, RedisEngine
 from gripcore._errors import ProtocolError
+from gripcore._items import Item
 from gripcore._metrics import Counter, Registry
 from gripcore._node import (
     ConnectOriginWebSocket,
@@ -43,12 +45,12 @@ from gripcore._node import (
     PublishConnection,
     ReadBody,
     run_flow_step,
-    unsupported_options,
 )
 from gripcore._originhttp import OriginError
 from gripcore._routes import RouteTable, Target
 
 from ._origin import OriginClient
+from ._redis import EngineUnavailable, RedisDriver
 
 __all__ = ["Server", "run"]
 
@@ -58,6 +60,10 @@ log = logging.getLogger("gripcore")
 # subscriber buffer (so the hub's output limit applies to slow readers); below LOW it resumes.
 WRITE_HIGH = 256 * 1024
 WRITE_LOW = 64 * 1024
+
+# `gripcore serve`'s exit status when the engine (Redis) cannot be reached at start; 2 is for
+# a configuration that cannot work, 1 for anything unexpected.
+EXIT_ENGINE_UNAVAILABLE = 3
 
 # How often the routes file is checked for changes (Pushpin watches it with a 1 s debounce).
 ROUTES_POLL_INTERVAL = 1.0
@@ -82,6 +88,15 @@ class Server(LocalPublishing):
         )
         self.node.schedule_flush = self._schedule_flush
         self.node.set_broker_timer = self._set_broker_timer
+        self.engine_driver: RedisDriver | None = None
+        if isinstance(self.node.broker, RedisEngine):
+            node = self.node
+            self.engine_driver = RedisDriver(
+                node.broker,
+                wake=node.wake,
+                arm_timer=lambda: node.set_broker_timer(node.broker_deadline()),
+            )
+            node.publish_remote = lambda items: self.spawn(self._publish_quietly(items))
         self.origin = OriginClient(
             connect_timeout=config.origin_connect_timeout,
             response_timeout=config.origin_response_timeout,
@@ -96,7 +111,7 @@ class Server(LocalPublishing):
 
     # what tests and embedding code look at
     @property
-    def broker(self) -> Broker:
+    def broker(self) -> MemoryEngine | RedisEngine:
         return self.node.broker
 
     @property
@@ -131,7 +146,10 @@ class Server(LocalPublishing):
                 self.reload_routes()
 
     async def start(self) -> None:
+        """Listen. Raises EngineUnavailable when the engine (Redis) cannot be reached."""
         loop = asyncio.get_running_loop()
+        if self.engine_driver is not None:
+            await self.engine_driver.start()
         for host, port in self.config.listen:
             server = await loop.create_server(
                 lambda: ClientProtocol(self), host, port, reuse_address=True, backlog=4096
@@ -175,6 +193,8 @@ class Server(LocalPublishing):
         for server in self._servers:
             await server.wait_closed()
         await self.origin.aclose()
+        if self.engine_driver is not None:
+            await self.engine_driver.close()
         if self._broker_timer is not None:
             self._broker_timer.cancel()
         # let closed transports run connection_lost before the loop goes away
@@ -188,6 +208,17 @@ class Server(LocalPublishing):
         return task
 
     # --- the node's requests ---
+
+    async def publish_items(self, items: Sequence[Item]) -> None:
+        """Publish through the engine. Raises EngineUnavailable when it cannot take them."""
+        if self.engine_driver is None:
+            self.node.publish(items)
+        else:
+            await self.engine_driver.publish(items)
+
+    async def _publish_quietly(self, items: Sequence[Item]) -> None:
+        with contextlib.suppress(EngineUnavailable):  # logged by the driver
+            await self.publish_items(items)
 
     def _schedule_flush(self) -> None:
         asyncio.get_running_loop().call_soon(self.node.flush_pass)
@@ -386,6 +417,7 @@ class PublishProtocol(asyncio.Protocol):
         self.server = server
         self.publish = PublishConnection(server.node)
         self.transport: asyncio.Transport | None = None
+        self._publishing = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -407,7 +439,9 @@ class PublishProtocol(asyncio.Protocol):
         return None
 
     def _feed(self, data: bytes) -> None:
-        out, close = self.publish.receive_data(data)
+        self._write(*self.publish.receive_data(data))
+
+    def _write(self, out: bytes, close: bool) -> None:
         if self.transport is None:
             return
         if out:
@@ -415,6 +449,20 @@ class PublishProtocol(asyncio.Protocol):
         if close:
             self.transport.close()
             self.transport = None
+        elif self.publish.awaiting is not None and not self._publishing:
+            self._publishing = True
+            self.server.spawn(self._publish_remote(self.publish.awaiting))
+
+    async def _publish_remote(self, items: Sequence[Item]) -> None:
+        """Publish through the engine, then answer: 200, or 503 when it cannot take them.
+        Pipelined requests wait (h11 pauses) until this answer is out."""
+        error: str | None = None
+        try:
+            await self.server.publish_items(items)
+        except EngineUnavailable as exc:
+            error = str(exc)
+        self._publishing = False
+        self._write(*self.publish.engine_answered(error))
 
 
 def run(config: Config, *, ready: Callable[[Server], None] | None = None) -> int:
@@ -437,13 +485,13 @@ def _announce(server: Server) -> None:
 async def _main(config: Config, ready: Callable[[Server], None] | None) -> int:
     import signal
 
-    problem = unsupported_options(config)
-    if problem is not None:
-        print(f"gripcore serve: {problem}", file=sys.stderr)
-        return 2
     try:
         server = Server(config)
         await server.start()
+    except EngineUnavailable as exc:
+        print(f"gripcore serve: cannot start: engine unavailable: {exc}", file=sys.stderr)
+        await server.close()
+        return EXIT_ENGINE_UNAVAILABLE
     except (OSError, UnicodeDecodeError, ProtocolError) as exc:
         # a routes file that does not parse, a key that does not load, a port in use...
         print(f"gripcore serve: cannot start: {exc}", file=sys.stderr)

@@ -29,9 +29,9 @@ import gevent.server
 import gevent.socket
 import gevent.ssl
 
-from gripcore._broker import Broker
 from gripcore._config import Config
 from gripcore._connection import OriginWsLink, ProxyConnection
+from gripcore._engine import MemoryEngine, RedisEngine
 from gripcore._errors import ProtocolError
 from gripcore._metrics import Counter, Registry
 from gripcore._node import (
@@ -46,7 +46,6 @@ from gripcore._node import (
     PublishConnection,
     ReadBody,
     run_flow_step,
-    unsupported_options,
 )
 from gripcore._originhttp import OriginError, describe_os_error
 from gripcore._routes import RouteTable, Target
@@ -204,7 +203,7 @@ class Server(LocalPublishing):
         self.publish_address: tuple[str, int] | None = None
 
     @property
-    def broker(self) -> Broker:
+    def broker(self) -> MemoryEngine | RedisEngine:
         return self.node.broker
 
     @property
@@ -428,9 +427,19 @@ def _read_file(path: str) -> bytes:
         return f.read()
 
 
+def _unsupported(config: Config) -> str | None:
+    """Options this adapter does not have yet: refused, not ignored."""
+    if config.engine != "memory":
+        return (
+            f"--engine {config.engine}: the Redis engine runs on the asyncio adapter only "
+            "(gripcore serve --adapter asyncio)"
+        )
+    return None
+
+
 def run(config: Config, *, ready: Callable[[Server], None] | None = None) -> int:
     """Run a server until SIGINT/SIGTERM; SIGHUP reloads routes. Returns the exit status."""
-    problem = unsupported_options(config)
+    problem = _unsupported(config)
     if problem is not None:
         print(f"gripcore serve: {problem}", file=sys.stderr)
         return 2

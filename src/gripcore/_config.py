@@ -33,8 +33,8 @@ import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, cast
-from urllib.parse import urlsplit
 
+from ._engine import DEFAULT_ENGINE_LINGER, parse_engine_url
 from ._errors import LocalProtocolError
 from ._hub import DEFAULT_MAX_CHANNELS_PER_SUBSCRIBER, DEFAULT_MAX_OUTPUT_BUFFER
 from ._items import DEFAULT_MAX_CONTENT_SIZE
@@ -102,7 +102,6 @@ _LOG_LEVEL_ALIASES: Final = {
     "3": "debug",
     "warn": "warning",
 }
-_ENGINE_SCHEMES: Final = ("redis", "rediss")
 _HOSTNAME_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 _MAX_HOSTNAME = 253  # RFC 1035 section 2.3.4: a domain name is at most 255 octets on the wire
 _PORT_DIGITS = re.compile(r"[0-9]{1,5}")
@@ -434,12 +433,9 @@ def _check_engine(value: object) -> str:
     if text == "memory":
         return text
     expected = f"must be 'memory' or a redis://HOST[:PORT][/DB] URL, got {_quote(text)}"
-    parts = urlsplit(text)
-    if parts.scheme not in _ENGINE_SCHEMES or not parts.hostname:
-        raise _Invalid(expected)
     try:
-        parts.port  # noqa: B018 - the property checks the port
-    except ValueError:
+        parse_engine_url(text)
+    except LocalProtocolError:
         raise _Invalid(expected) from None
     return text
 
@@ -628,6 +624,11 @@ OPTIONS: Final[tuple[Option, ...]] = (
         _check_engine,
     ),
     _limit("history", 0, "items kept per channel for recovery (0: none, as Pushpin)"),
+    _seconds(
+        "engine_linger",
+        "stay subscribed in Redis this long after a channel's last local subscriber left",
+        exclusive=False,
+    ),
     Option(
         "adapter",
         "adapter",
@@ -707,6 +708,7 @@ class Config:
     debug: bool = False
     engine: str = "memory"
     history: int = 0
+    engine_linger: float = DEFAULT_ENGINE_LINGER
     adapter: str = "asyncio"
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_request_header_size: int = DEFAULT_MAX_REQUEST_HEADER_SIZE

@@ -35,6 +35,7 @@ from wsproto.utilities import generate_accept_token
 
 from . import _starter
 from ._errors import InstructError, ProtocolError, PublishError
+from ._history import resume_id
 from ._holds import (
     EndStream,
     FetchNextLink,
@@ -169,6 +170,7 @@ class ProxyConnection:
         self._targets: Sequence[Target] = ()
         self._hold_request: h11.Request | None = None
         self._origin_ws: OriginWsLink | None = None
+        self._resume_from: str | None = None  # a WebSocket's last-event-id, until subscribed
 
     # --- driver callbacks ---
 
@@ -592,6 +594,9 @@ class ProxyConnection:
             debug=debug,
         )
         self.session = session
+        last_id = resume_id(request.target, request.headers)
+        if last_id is not None:
+            self.node.resume(sub, last_id)
         self._perform_hold(session.take_actions())
         self.flush()
 
@@ -826,6 +831,7 @@ class ProxyConnection:
             )
         self.subscriber = sub
         self.session = session
+        self._resume_from = resume_id(request.target, request.headers)
         self._perform_ws(session.start(self.node.clock()))
 
     def _perform_ws(self, actions: Sequence[WebSocketAction]) -> None:
@@ -858,6 +864,9 @@ class ProxyConnection:
                 self.subscriber = None
                 self._cancel_timer()
                 self._close()
+        if self._resume_from is not None and self.subscriber and self.subscriber.channels:
+            self.node.resume(self.subscriber, self._resume_from)  # the first subscriptions
+            self._resume_from = None
         self.node.broker.sync()
 
     def _ws_post(self, action: OriginPost) -> Flow:

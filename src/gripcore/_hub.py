@@ -280,10 +280,11 @@ class Subscription:
 
     filters: tuple[str, ...] = ()
     prev_id: str | None = None
+    paused: bool = False  # a resume is reading history: the engine holds live items meanwhile
 
     @property
     def is_fast(self) -> bool:
-        return self.prev_id is None and not needs_filtering(self.filters)
+        return self.prev_id is None and not self.paused and not needs_filtering(self.filters)
 
 
 @dataclass(eq=False, slots=True)
@@ -450,7 +451,8 @@ class Hub:
             raise LocalProtocolError("channel name must not be empty")
         if channel not in sub.channels and len(sub.channels) >= self.max_channels_per_subscriber:
             return False
-        subscription = Subscription(tuple(filters), prev_id)
+        old = sub.channels.get(channel)
+        subscription = Subscription(tuple(filters), prev_id, old is not None and old.paused)
         sub.channels[channel] = subscription
         members = self._channels.get(channel)
         if members is None:
@@ -481,6 +483,27 @@ class Hub:
         if subscription is None:
             raise LocalProtocolError(f"not subscribed to channel {channel!r}")
         self.subscribe(sub, channel, filters=subscription.filters, prev_id=prev_id)
+
+    def pause(self, sub: Subscriber, channel: str, paused: bool = True) -> None:
+        """Stop (or, with `paused` False, restart) deliveries of `channel` to `sub`. While paused
+        the subscriber stays a member (no channel change) but `publish` skips it: an engine
+        resuming it from history holds the live items meanwhile and hands them over with
+        `deliver_to`, so nothing is duplicated or reordered."""
+        subscription = sub.channels.get(channel)
+        if subscription is None:
+            raise LocalProtocolError(f"not subscribed to channel {channel!r}")
+        subscription.paused = paused
+        self._channels[channel].add(sub, subscription)
+
+    def deliver_to(self, sub: Subscriber, channel: str, item: Item) -> PublishResult:
+        """Deliver one item to one subscriber of `channel` (history replayed on resume), with
+        the same filters, prev-id checks and framing as `publish`. Nothing happens when `sub`
+        is not subscribed to `channel` (any more)."""
+        result = PublishResult()
+        subscription = sub.channels.get(channel)
+        if subscription is not None:
+            self._deliver_slow(sub, subscription, item, result, replay=True)
+        return result
 
     def take_channel_changes(self) -> list[ChannelChange]:
         """Channels that gained a first or lost a last subscriber since the last call, in order.
@@ -633,8 +656,16 @@ class Hub:
             self._emit(sub, CloseRequested(channel, code, reason), result)
 
     def _deliver_slow(
-        self, sub: Subscriber, subscription: Subscription, item: Item, result: PublishResult
+        self,
+        sub: Subscriber,
+        subscription: Subscription,
+        item: Item,
+        result: PublishResult,
+        *,
+        replay: bool = False,
     ) -> None:
+        if subscription.paused and not replay:
+            return
         fmt: HttpResponseFormat | HttpStreamFormat | WsMessageFormat | None
         if sub.transport is Transport.RESPONSE:
             fmt = item.http_response

@@ -31,15 +31,16 @@ from typing import TYPE_CHECKING, Any, cast
 import h11
 
 from . import _starter
-from ._broker import Broker
 from ._config import Config, parse_listen
+from ._engine import MemoryEngine, RedisEngine, parse_engine_url
 from ._errors import ProtocolError
-from ._hub import Hub, OverflowPolicy, Transport
+from ._history import History
+from ._hub import Hub, OverflowPolicy, PublishResult, Subscriber, Transport
 from ._instruct import reason_phrase
 from ._items import Item
 from ._metrics import Registry
 from ._originhttp import OriginError
-from ._publishapi import handle_publish_request
+from ._publishapi import PublishResponse, engine_unavailable_response, handle_publish_request
 from ._publishing import PublishConveniences
 from ._routes import Route, RouteTable, Target, parse_routes
 from ._sequencer import Sequencer
@@ -159,7 +160,8 @@ class ProxyNode:
     read_file: Callable[[str], bytes]
     is_file: Callable[[str], bool]
     random_bytes: Callable[[int], bytes]
-    broker: Broker = field(init=False)
+    broker: MemoryEngine | RedisEngine = field(init=False)
+    """The engine (named broker for the code that only needs its hub and sync())."""
     routes: RouteTable | None = field(init=False)
     sig_key: SigningKey | None = field(init=False)
     connections: set[ProxyConnection] = field(init=False, default_factory=set)
@@ -169,6 +171,10 @@ class ProxyNode:
     """Set by the driver: run `flush_pass()` soon (after reading what is ready to be read)."""
     set_broker_timer: Callable[[float | None], None] = field(init=False, default=lambda _: None)
     """Set by the driver: call `handle_broker_timer()` at this clock time (None: cancel)."""
+    publish_remote: Callable[[Sequence[Item]], None] = field(init=False, default=lambda _: None)
+    """Set by the driver of a remote engine (Redis): publish these items through it, in the
+    background (used by in-process publishing; the publish API waits for the engine instead
+    and answers 503 when it cannot take them)."""
 
     def __post_init__(self) -> None:
         config = self.config
@@ -180,7 +186,19 @@ class ProxyNode:
         sequencer: Sequencer[Any] = Sequencer(
             id_cache_ttl=config.id_cache_ttl, message_wait=config.message_wait
         )
-        self.broker = Broker(hub, sequencer)
+        if config.engine == "memory":
+            history = History(config.history) if config.history else None
+            self.broker = MemoryEngine(hub, sequencer, history=history)
+        else:
+            self.broker = RedisEngine(
+                parse_engine_url(config.engine),
+                hub,
+                sequencer,
+                history=config.history,
+                linger=config.engine_linger,
+                id_cache_ttl=config.id_cache_ttl,
+                max_content_size=config.max_content_size,
+            )
         self.routes = self._load_routes()
         self.sig_key = (
             parse_key_spec(self._key_spec(config.sig_key), read_file=self.read_file)
@@ -207,10 +225,12 @@ class ProxyNode:
                 counts[kind] += 1
             return [((kind,), n) for kind, n in counts.items()]
 
+        engine = self.broker.engine_stats
+
         def sequencer_drops() -> list[tuple[tuple[str, ...], float]]:
             seq = self.broker.sequencer.stats
             return [
-                (("duplicate",), seq.duplicates_dropped),
+                (("duplicate",), seq.duplicates_dropped + engine.duplicates),
                 (("prev-id-conflict",), seq.prev_id_conflict_dropped),
                 (("sequencer-overflow",), seq.overflow_dropped),
                 (("unsubscribed",), seq.unsubscribed_dropped),
@@ -246,6 +266,32 @@ class ProxyNode:
             "Items dropped before delivery, by reason.",
             sequencer_drops,
             ("reason",),
+        )
+        m.gauge(
+            "engine_up",
+            "1 while connected to the engine (Redis); the memory engine always is.",
+            lambda: [((), 0 if isinstance(self.broker, RedisEngine) and not self.broker.up else 1)],
+        )
+        m.counter_from(
+            "engine_outages_total",
+            "Times the connection to the engine (Redis) was lost.",
+            lambda: [((), engine.outages)],
+        )
+        m.counter_from(
+            "engine_outage_seconds_total",
+            "Time spent without the engine (finished outages).",
+            lambda: [((), engine.outage_seconds)],
+        )
+        m.counter_from(
+            "engine_rejected_items_total",
+            "Published items answered 503 because the engine could not take them.",
+            lambda: [((), engine.rejected)],
+        )
+        m.counter_from(
+            "resumes_total",
+            "Resumes from history, by whether the last event id was found.",
+            lambda: [(("found",), engine.resumes), (("missed",), engine.resume_misses)],
+            ("result",),
         )
         self.slow_consumers = m.counter(
             "slow_consumer_closes_total", "Connections closed because their output buffer was full."
@@ -305,12 +351,31 @@ class ProxyNode:
 
     # --- publishing and fan-out ---
 
+    @property
+    def remote_engine(self) -> bool:
+        """Publishes go through a remote engine (Redis) and come back to every node."""
+        return self.broker.remote
+
     def publish(self, items: Sequence[Any]) -> None:
         """Publish validated items: fan out, then ask the driver for a flush pass (if output
-        is waiting) and for the broker's timer (items waiting for their predecessor)."""
+        is waiting) and for the broker's timer (items waiting for their predecessor). With a
+        remote engine the driver publishes them through it (`publish_remote`)."""
+        if isinstance(self.broker, RedisEngine):
+            self.publish_remote(items)
+            return
         result = self.broker.publish(items, self.clock())
         self.wake(result.woken)
         self.set_broker_timer(self.broker.next_deadline())
+
+    def deliver(self, result: PublishResult) -> None:
+        """What a remote engine delivered (or a resume read): flush it, re-arm the timer."""
+        self.wake(result.woken)
+        self.set_broker_timer(self.broker.next_deadline())
+
+    def resume(self, sub: Subscriber, last_id: str) -> None:
+        """Deliver what `sub` missed after `last_id` from the history (now, or once read)."""
+        result = self.broker.resume(sub, last_id, self.clock())
+        self.wake(result.woken)
 
     def handle_broker_timer(self) -> None:
         """The broker's deadline passed: release what waited, as `publish` does."""
@@ -414,15 +479,6 @@ class ProxyNode:
             conn.shutdown()
 
 
-def unsupported_options(config: Config) -> str | None:
-    """Options reserved for features the drivers do not have yet: refused, not ignored."""
-    if config.engine != "memory":
-        return f"--engine {config.engine}: only the in-process memory engine is available yet"
-    if config.history:
-        return "--history: per-channel history is not available yet"
-    return None
-
-
 def _url(address: tuple[str, int], path: str = "") -> str:
     host, port = address
     if host in ("0.0.0.0", "::", ""):
@@ -473,9 +529,17 @@ class PublishConnection:
         self.body = bytearray()
         self._out: list[bytes] = []
         self._close = False
+        self._answer_later: PublishResponse | None = None
+        self._eof_pending = False
+        self.awaiting: list[Item] | None = None
+        """Items waiting for a remote engine: the driver publishes them through it, then calls
+        `engine_answered` (until then the next pipelined request waits)."""
 
     def receive_data(self, data: bytes) -> tuple[bytes, bool]:
         if not data:  # EOF: answer what is complete, then close
+            if self.awaiting is not None:
+                self._eof_pending = True  # closed once the engine's answer is out
+                return self._output()
             try:
                 self.h11.receive_data(b"")
                 self._process()
@@ -488,6 +552,9 @@ class PublishConnection:
                 self._process()
             except h11.RemoteProtocolError as exc:
                 self._answer(exc.error_status_hint, b"text/plain", f"{exc}\n".encode(), close=True)
+        return self._output()
+
+    def _output(self) -> tuple[bytes, bool]:
         out = b"".join(self._out)
         self._out.clear()
         return out, self._close
@@ -521,19 +588,14 @@ class PublishConnection:
                     self._answer(413, b"text/plain", too_large, close=True)
                     return
             elif isinstance(event, h11.EndOfMessage):
-                self._handle()
-                if self.h11.our_state is h11.MUST_CLOSE:  # Connection: close, or HTTP/1.0
-                    self._close = True
-                    return
-                if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
-                    self.h11.start_next_cycle()
-                else:
+                if self._handle() or not self._next_cycle():
                     return
             elif isinstance(event, h11.ConnectionClosed):
                 self._close = True
                 return
 
-    def _handle(self) -> None:
+    def _handle(self) -> bool:
+        """Answer the request; True when the answer waits for a remote engine."""
         request = self.request
         assert request is not None
         config = self.node.config
@@ -549,10 +611,43 @@ class PublishConnection:
             publish_iss=config.publish_iss,
             now=self.node.wall_clock(),
         )
+        if response.items and self.node.remote_engine:
+            self.awaiting = response.items
+            self._answer_later = response
+            return True
         if response.items:
             self.node.publish(response.items)
             log.info("publish items=%d", len(response.items))
         self._send_response(response.status, response.headers, response.body)
+        return False
+
+    def _next_cycle(self) -> bool:
+        """After a response: close, or get ready for the next request (True: read on)."""
+        if self.h11.our_state is h11.MUST_CLOSE:  # Connection: close, or HTTP/1.0
+            self._close = True
+            return False
+        if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
+            self.h11.start_next_cycle()
+            return True
+        return False
+
+    def engine_answered(self, error: str | None) -> tuple[bytes, bool]:
+        """The remote engine took the `awaiting` items (`error` None) or could not (503 with
+        the reason). Returns what to write, and whether to close, as `receive_data`."""
+        request, response = self.request, self._answer_later
+        assert request is not None and response is not None and self.awaiting is not None
+        if error is not None:
+            response = engine_unavailable_response(request.headers, error)
+        else:
+            log.info("publish items=%d", len(self.awaiting))
+        self.awaiting = None
+        self._answer_later = None
+        self._send_response(response.status, response.headers, response.body)
+        if self._eof_pending:
+            return self.receive_data(b"")
+        if self._next_cycle():
+            self._process()
+        return self._output()
 
     def _answer(self, status: int, ctype: bytes, body: bytes, *, close: bool = False) -> None:
         self._send_response(status, [(b"Content-Type", ctype)], body, close=close)

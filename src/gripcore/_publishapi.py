@@ -12,7 +12,9 @@ adapter tells us); 413 for an over-limit body (Pushpin answers 400 there; 413 is
 status, a deliberate difference). Optional authentication (off by default, as Pushpin, which
 relies on binding to loopback): a static key given as `Authorization: Bearer KEY`, a JWT
 signed with that key (HS256; `exp` and, when configured, `iss` checked), or `Fastly-Key: KEY`
-on the Fastly path; anything else is 401 and nothing is published.
+on the Fastly path; anything else is 401 and nothing is published. When the engine cannot take
+the items (the Redis engine without its Redis), the adapter answers with
+`engine_unavailable_response`: 503 and the reason, never a silent drop.
 `GET /metrics` serves the Prometheus text the adapter renders (no authentication: like the
 publish API itself, the listener is meant for loopback or a private network).
 """
@@ -33,6 +35,7 @@ __all__ = [
     "DEFAULT_MAX_PUBLISH_BODY",
     "METRICS_CONTENT_TYPE",
     "PublishResponse",
+    "engine_unavailable_response",
     "handle_publish_request",
 ]
 
@@ -160,3 +163,16 @@ def handle_publish_request(
         return _answer(exc.error_status_hint, exc.msg, as_json)
     response = _answer(200, "Published", as_json)
     return PublishResponse(response.status, response.headers, response.body, items)
+
+
+def engine_unavailable_response(
+    headers: Sequence[tuple[bytes, bytes]], reason: str
+) -> PublishResponse:
+    """The 503 for a publish whose items the engine could not take (`reason` says why), in the
+    format the request asked for. The items may have reached some nodes (a batch cut short by
+    the outage), so the message says to retry: items with ids are deduplicated."""
+    message = (
+        f"Service Unavailable: the engine cannot take items now ({reason}); "
+        "they may not have been published, retry later"
+    )
+    return _answer(503, message, bool(_wants_json(headers)), [(b"Retry-After", b"1")])
