@@ -89,14 +89,15 @@ class Server(LocalPublishing):
         self.node.schedule_flush = self._schedule_flush
         self.node.set_broker_timer = self._set_broker_timer
         self.engine_driver: RedisDriver | None = None
-        if isinstance(self.node.broker, RedisEngine):
+        engine = self.node.broker
+        if isinstance(engine, RedisEngine):
             node = self.node
             self.engine_driver = RedisDriver(
-                node.broker,
+                engine,
                 wake=node.wake,
-                arm_timer=lambda: node.set_broker_timer(node.broker_deadline()),
+                arm_timer=lambda: node.set_broker_timer(engine.next_deadline()),
             )
-            node.publish_remote = lambda items: self.spawn(self._publish_quietly(items))
+            node.publish_remote = self._publish_in_background
         self.origin = OriginClient(
             connect_timeout=config.origin_connect_timeout,
             response_timeout=config.origin_response_timeout,
@@ -215,6 +216,9 @@ class Server(LocalPublishing):
             self.node.publish(items)
         else:
             await self.engine_driver.publish(items)
+
+    def _publish_in_background(self, items: Sequence[Item]) -> None:
+        self.spawn(self._publish_quietly(items))
 
     async def _publish_quietly(self, items: Sequence[Item]) -> None:
         with contextlib.suppress(EngineUnavailable):  # logged by the driver
