@@ -91,6 +91,8 @@ class ProxyThread:
         return self
 
     def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
         if self.loop is not None:
             if self.loop.is_running():
                 self.loop.call_soon_threadsafe(self.loop.stop)

@@ -34,7 +34,7 @@ from .e2e_support import (
     wait_for,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("proxy_adapter")]
 
 REDIS_HOST, REDIS_PORT, REDIS_DB = "127.0.0.1", 6379, 11
 WOH = "application/websocket-events"
@@ -179,6 +179,27 @@ def test_publish_to_one_node_reaches_every_transport_on_another(
         assert head.startswith(b"HTTP/1.1 200 OK\r\n")
         assert polled == b"hello poll\n"
         assert ws.receive_message() == "hello ws"
+
+
+def test_an_asyncio_node_and_a_gevent_node_are_one_broker(
+    origin: Origin, shared_redis: tuple[redis.Redis, str]
+) -> None:
+    client, prefix = shared_redis
+    url = engine_url(prefix)
+    routes = (f"* 127.0.0.1:{origin.port},over_http",)
+    with (
+        running_proxy(engine=url, routes=routes, adapter="asyncio") as a,
+        running_proxy(engine=url, routes=routes, adapter="gevent") as g,
+    ):
+        on_a, on_g = sse_client(a), sse_client(g)
+        wait_for(lambda: numsub(client, prefix, "news") == 2)
+        assert publish(a.publish_port, [stream_item("1", "from asyncio\n")])[0] == 200
+        assert publish(g.publish_port, [stream_item("2", "from gevent\n")])[0] == 200
+        assert publish(g.publish_port, [stream_item("1", "duplicate\n")])[0] == 200
+        expected = chunk("from asyncio\n") + chunk("from gevent\n")
+        for sse in (on_a, on_g):
+            assert sse.read_until(b"from gevent\n\r\n") == expected
+            assert sse.nothing_for(0.2)
 
 
 def test_native_websocket_and_http10_stream_across_nodes(

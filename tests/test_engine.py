@@ -15,6 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gripcore._engine import (
+    BACKOFF_MAX,
+    BACKOFF_MIN,
+    HEALTH_INTERVAL,
     PUBLISH_SCRIPT,
     MemoryEngine,
     ReadHistory,
@@ -26,6 +29,8 @@ from gripcore._engine import (
     Unsubscribe,
     decode_item,
     encode_item,
+    link_silent,
+    next_backoff,
     parse_engine_url,
 )
 from gripcore._errors import LocalProtocolError, PublishError
@@ -540,3 +545,31 @@ def test_every_node_decides_like_one_node(
         engine.handle_timer(now + 10.0)
     outputs = [sub.take_output() for sub in subs]
     assert outputs[0] == outputs[1] == outputs[2]
+
+
+# --- what both drivers share --------------------------------------------------------------------
+
+
+def test_handle_push_reads_pubsub_replies() -> None:
+    engine, _ = redis_engine()
+    sub = stream("news", engine=engine)
+    engine.sync()
+    engine.take_commands(0.0)
+    assert engine.handle_push([b"subscribe", b"t:c:news", 1], 0.0) is None
+    assert "news" in engine.subscribed_channels
+    result = engine.handle_push([b"message", b"t:c:news", message(item("news", "hi", id="1"))], 0.0)
+    assert result is not None and result.woken == [sub]
+    assert bytes(sub.take_output()) == b"hi"
+    for other in ([b"pong", b""], b"PONG", [b"unsubscribe", b"t:c:x", 0]):
+        assert engine.handle_push(other, 0.0) is None
+
+
+def test_reconnect_backoff_and_health_policy() -> None:
+    delays = [BACKOFF_MIN]
+    while delays[-1] < BACKOFF_MAX:
+        delays.append(next_backoff(delays[-1]))
+    assert delays[:3] == [0.1, 0.2, 0.4]
+    assert delays[-1] == BACKOFF_MAX == next_backoff(BACKOFF_MAX)
+    assert not link_silent(10.0, 10.0 + 3 * HEALTH_INTERVAL)
+    assert link_silent(10.0, 10.0 + 3 * HEALTH_INTERVAL + 0.01)
+    assert link_silent(0.0, 0.4, interval=0.1)

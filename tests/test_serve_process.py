@@ -225,7 +225,8 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_serve_exits_3_when_redis_is_unreachable() -> None:
+@pytest.mark.parametrize("adapter", ["asyncio", "gevent"])
+def test_serve_exits_3_when_redis_is_unreachable(adapter: str) -> None:
     port = _free_port()  # nothing listens there
     proc = subprocess.run(
         [
@@ -233,6 +234,8 @@ def test_serve_exits_3_when_redis_is_unreachable() -> None:
             "-m",
             "gripcore",
             "serve",
+            "--adapter",
+            adapter,
             "--listen",
             "127.0.0.1:0",
             "--publish-listen",

@@ -26,12 +26,19 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from gripcore._engine import (
+    BACKOFF_MIN,
+    COMMAND_TIMEOUT,
+    CONNECT_TIMEOUT,
+    HEALTH_INTERVAL,
     PUBLISH_SCRIPT,
     Command,
+    EngineUnavailable,
     ReadHistory,
     RedisEngine,
     Subscribe,
     Unsubscribe,
+    link_silent,
+    next_backoff,
 )
 from gripcore._hub import PublishResult
 from gripcore._items import Item
@@ -39,25 +46,6 @@ from gripcore._items import Item
 __all__ = ["EngineUnavailable", "RedisDriver"]
 
 log = logging.getLogger("gripcore")
-
-# Reconnect backoff: the first retry is quick (a Redis restart takes well under a second
-# here), then it doubles up to a cap that keeps a long outage from flooding the log or Redis.
-BACKOFF_MIN = 0.1
-BACKOFF_MAX = 5.0
-
-# Connecting to Redis and each command: past this, Redis is as good as unreachable, and a
-# publisher waiting for its 200 is better off with a 503 it can retry.
-CONNECT_TIMEOUT = 2.0
-COMMAND_TIMEOUT = 5.0
-
-# The pub/sub connection is PINGed this often; when nothing at all (not even the PONG) came
-# back for three intervals, Redis is taken as gone (a hung server or a half-open connection
-# never closes the socket) and the driver reconnects.
-HEALTH_INTERVAL = 5.0
-
-
-class EngineUnavailable(Exception):
-    """The engine cannot be reached (at start: exit with an error; on publish: a 503)."""
 
 
 class RedisDriver:
@@ -258,7 +246,7 @@ class RedisDriver:
         while True:
             if conn is None:
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, BACKOFF_MAX)
+                delay = next_backoff(delay)
                 try:
                     conn = await self._connect_pubsub()
                 except self._errors as exc:
@@ -303,7 +291,7 @@ class RedisDriver:
             conn = self._conn
             if conn is None:
                 continue
-            if loop.time() - self._last_rx > 3 * self.health_interval:
+            if link_silent(self._last_rx, loop.time(), self.health_interval):
                 log.warning("Redis at %s stopped answering", self.engine.target.display)
                 await conn.disconnect()  # the reader's pending read fails: reconnect
                 continue
@@ -311,13 +299,6 @@ class RedisDriver:
             self._outbox_ready.set()
 
     def _on_push(self, push: Any, now: float) -> None:
-        if not isinstance(push, list) or len(push) < 3:
-            return
-        kind = push[0]
-        if kind == b"message":
-            result = self.engine.receive(push[1], push[2], now)
-            if result.woken:
-                self._wake(result.woken)
-            self._arm_timer()
-        elif kind == b"subscribe":
-            self.engine.subscribed(push[1])
+        result = self.engine.handle_push(push, now)
+        if result is not None:
+            self._deliver(result)

@@ -29,7 +29,7 @@ from typing import Any, cast
 
 from gripcore._config import Config
 from gripcore._connection import OriginWsLink, ProxyConnection
-from gripcore._engine import MemoryEngine, RedisEngine
+from gripcore._engine import EngineUnavailable, MemoryEngine, RedisEngine
 from gripcore._errors import ProtocolError
 from gripcore._items import Item
 from gripcore._metrics import Counter, Registry
@@ -50,7 +50,7 @@ from gripcore._originhttp import OriginError
 from gripcore._routes import RouteTable, Target
 
 from ._origin import OriginClient
-from ._redis import EngineUnavailable, RedisDriver
+from ._redis import RedisDriver
 
 __all__ = ["Server", "run"]
 

@@ -15,11 +15,12 @@ write-buffer marks, the same numbers.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import gevent
@@ -31,8 +32,9 @@ import gevent.ssl
 
 from gripcore._config import Config
 from gripcore._connection import OriginWsLink, ProxyConnection
-from gripcore._engine import MemoryEngine, RedisEngine
+from gripcore._engine import EngineUnavailable, MemoryEngine, RedisEngine
 from gripcore._errors import ProtocolError
+from gripcore._items import Item
 from gripcore._metrics import Counter, Registry
 from gripcore._node import (
     ConnectOriginWebSocket,
@@ -51,12 +53,14 @@ from gripcore._originhttp import OriginError, describe_os_error
 from gripcore._routes import RouteTable, Target
 
 from ._origin import OriginClient
+from ._redis import RedisDriver
 
 __all__ = ["Server", "run"]
 
 WRITE_HIGH = 256 * 1024
 WRITE_LOW = 64 * 1024
 READ_SIZE = 256 * 1024
+EXIT_ENGINE_UNAVAILABLE = 3  # as the asyncio adapter: Redis unreachable at start
 ROUTES_POLL_INTERVAL = 1.0
 
 
@@ -189,6 +193,16 @@ class Server(LocalPublishing):
         )
         self.node.schedule_flush = self._schedule_flush
         self.node.set_broker_timer = self._set_broker_timer
+        self.engine_driver: RedisDriver | None = None
+        engine = self.node.broker
+        if isinstance(engine, RedisEngine):
+            node = self.node
+            self.engine_driver = RedisDriver(
+                engine,
+                wake=node.wake,
+                arm_timer=lambda: node.set_broker_timer(engine.next_deadline()),
+            )
+            node.publish_remote = self._publish_in_background
         self.origin = OriginClient(
             connect_timeout=config.origin_connect_timeout,
             response_timeout=config.origin_response_timeout,
@@ -228,6 +242,9 @@ class Server(LocalPublishing):
     # --- setup and shutdown ---
 
     def start(self) -> None:
+        """Listen. Raises EngineUnavailable when the engine (Redis) cannot be reached."""
+        if self.engine_driver is not None:
+            self.engine_driver.start()
         for host, port in self.config.listen:
             server = gevent.server.StreamServer(
                 (host, port), self._serve_client, backlog=4096, spawn=self.socket_greenlets
@@ -271,6 +288,8 @@ class Server(LocalPublishing):
         self._group.kill(block=True, timeout=5)
         self.socket_greenlets.join(timeout=5)
         self.origin.close()
+        if self.engine_driver is not None:
+            self.engine_driver.close()
         if self._broker_timer is not None:
             self._broker_timer.close()
         gevent.sleep(0)
@@ -284,6 +303,20 @@ class Server(LocalPublishing):
         return self._group.spawn(fn, *args)
 
     # --- the node's requests ---
+
+    def publish_items(self, items: Sequence[Item]) -> None:
+        """Publish through the engine. Raises EngineUnavailable when it cannot take them."""
+        if self.engine_driver is None:
+            self.node.publish(items)
+        else:
+            self.engine_driver.publish(items)
+
+    def _publish_in_background(self, items: Sequence[Item]) -> None:
+        self.spawn(self._publish_quietly, items)
+
+    def _publish_quietly(self, items: Sequence[Item]) -> None:
+        with contextlib.suppress(EngineUnavailable):  # logged by the driver
+            self.publish_items(items)
 
     def _schedule_flush(self) -> None:
         gevent.get_hub().loop.run_callback(self.node.flush_pass)
@@ -406,6 +439,14 @@ class Server(LocalPublishing):
                 except OSError:
                     break
                 out, close = publisher.receive_data(data)
+                while publisher.awaiting is not None and not close:
+                    io.write(out)
+                    error: str | None = None
+                    try:
+                        self.publish_items(publisher.awaiting)
+                    except EngineUnavailable as exc:
+                        error = str(exc)
+                    out, close = publisher.engine_answered(error)
                 io.write(out)
                 if close or not data:
                     break
@@ -427,25 +468,15 @@ def _read_file(path: str) -> bytes:
         return f.read()
 
 
-def _unsupported(config: Config) -> str | None:
-    """Options this adapter does not have yet: refused, not ignored."""
-    if config.engine != "memory":
-        return (
-            f"--engine {config.engine}: the Redis engine runs on the asyncio adapter only "
-            "(gripcore serve --adapter asyncio)"
-        )
-    return None
-
-
 def run(config: Config, *, ready: Callable[[Server], None] | None = None) -> int:
     """Run a server until SIGINT/SIGTERM; SIGHUP reloads routes. Returns the exit status."""
-    problem = _unsupported(config)
-    if problem is not None:
-        print(f"gripcore serve: {problem}", file=sys.stderr)
-        return 2
     try:
         server = Server(config)
         server.start()
+    except EngineUnavailable as exc:
+        print(f"gripcore serve: cannot start: engine unavailable: {exc}", file=sys.stderr)
+        server.close()
+        return EXIT_ENGINE_UNAVAILABLE
     except (OSError, UnicodeDecodeError, ProtocolError) as exc:
         print(f"gripcore serve: cannot start: {exc}", file=sys.stderr)
         return 2

@@ -62,6 +62,7 @@ __all__ = [
     "PUBLISH_SCRIPT",
     "Command",
     "EngineStats",
+    "EngineUnavailable",
     "MemoryEngine",
     "ReadHistory",
     "Received",
@@ -89,6 +90,39 @@ _REDIS_SCHEMES: Final = ("redis", "rediss")
 # bounded by the channels in use, not by every channel ever published to. A day covers any
 # client that could still resume (browsers give up reconnecting long before).
 HISTORY_TTL = 86_400.0
+
+# --- the drivers' policy (both adapters' Redis drivers use these, so they behave alike) ---
+
+# Reconnect backoff: the first retry is quick (a Redis restart takes well under a second
+# here), then it doubles up to a cap that keeps a long outage from flooding the log or Redis.
+BACKOFF_MIN = 0.1
+BACKOFF_MAX = 5.0
+
+# Connecting to Redis and each command: past this, Redis is as good as unreachable, and a
+# publisher waiting for its 200 is better off with a 503 it can retry.
+CONNECT_TIMEOUT = 2.0
+COMMAND_TIMEOUT = 5.0
+
+# The pub/sub connection is PINGed this often; when nothing at all (not even the PONG) came
+# back for three intervals, Redis is taken as gone (a hung server or a half-open connection
+# never closes the socket) and the driver reconnects.
+HEALTH_INTERVAL = 5.0
+
+
+class EngineUnavailable(Exception):
+    """The engine cannot be reached (at start: exit with an error; on publish: a 503). Raised
+    by the adapters' engine drivers."""
+
+
+def next_backoff(delay: float) -> float:
+    """The wait before the next reconnect attempt after waiting `delay`."""
+    return min(delay * 2, BACKOFF_MAX)
+
+
+def link_silent(last_received: float, now: float, interval: float = HEALTH_INTERVAL) -> bool:
+    """Whether the pub/sub connection heard nothing (not even a PONG) for three intervals."""
+    return now - last_received > 3 * interval
+
 
 # KEYS: dedup key, stream key. ARGV: id TTL in ms (0: no dedup), history length (0: none),
 # pub/sub channel, item id ('' for none), the item as JSON, history TTL in ms. Returns 1 when
@@ -560,6 +594,19 @@ class RedisEngine:
         )
         self._fan_out(ready, total)
         return total
+
+    def handle_push(self, push: object, now: float) -> PublishResult | None:
+        """One reply read from the pub/sub connection (RESP2, as redis-py parses it): a channel
+        message is received (its deliveries returned), a SUBSCRIBE confirmation noted; anything
+        else (PONG, UNSUBSCRIBE confirmations) is nothing to act on: None."""
+        if not isinstance(push, list) or len(push) < 3:
+            return None
+        kind = push[0]
+        if kind == b"message":
+            return self.receive(push[1], push[2], now)
+        if kind == b"subscribe":
+            self.subscribed(push[1])
+        return None
 
     def _fan_out(self, ready: list[Received], total: PublishResult) -> None:
         stats = self.stats
