@@ -32,6 +32,7 @@ __all__ = [
     "Headers",
     "OriginRequest",
     "Passthrough",
+    "app_request_headers",
     "classify_response",
     "forwarded_for",
     "grip_last_headers",
@@ -195,6 +196,26 @@ def origin_request_headers(
     out.extend(extra)
     if body_length or not websocket:
         out.append((b"Content-Length", str(body_length).encode("ascii")))
+    return out
+
+
+def app_request_headers(
+    client_headers: Sequence[tuple[bytes, bytes]],
+    *,
+    sig_token: bytes | None = None,
+    extra: Sequence[tuple[bytes, bytes]] = (),
+) -> Headers:
+    """Headers of a client request handed to an application in the same process (embedded
+    mode, `gripcore.asgi`): the client's own, since no hop lies between them (the server that
+    parsed them already dealt with framing and hop-by-hop headers), minus every `Grip-*` header
+    (clients must not inject `Grip-Last` or `Grip-Sig`), plus `Grip-Feature`, the `Grip-Sig`
+    token when one is given, and `extra` (`Grip-Last`, say), as `origin_request_headers` adds
+    them for a GRIP route."""
+    out: Headers = [(n, v) for n, v in client_headers if not n.lower().startswith(b"grip-")]
+    out.append((b"Grip-Feature", GRIP_FEATURES))
+    if sig_token is not None:
+        out.append((b"Grip-Sig", sig_token))
+    out.extend(extra)
     return out
 
 
