@@ -594,6 +594,13 @@ class _HttpRequest(_Session):
         try:
             await self._perform(actions)
             await self._serve()
+        except asyncio.CancelledError:
+            # the server gave up waiting (uvicorn's timeout_graceful_shutdown): end the
+            # response as a shutdown would, best effort, before letting the task go
+            if not self.done and not self.gone:
+                with contextlib.suppress(Exception):
+                    await self._shutdown()
+            raise
         finally:
             watcher.cancel()
             self.cancel_timer()

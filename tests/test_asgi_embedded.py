@@ -1,0 +1,506 @@
+"""Embedded mode end to end: `gripcore.asgi.GripMiddleware` around a plain ASGI origin, served by
+a real uvicorn on a loopback port, with raw-socket and wsproto clients (nothing mocked).
+
+The inner app is an ordinary GRIP origin built with `gripcore.origin` (and, for
+WebSocket-over-HTTP, `gripcore.middleware.GripAsgiMiddleware`); what a client receives is
+asserted byte for byte where it matters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import uvicorn
+from wsproto.events import CloseConnection, RejectConnection, RejectData
+
+from gripcore.asgi import GripMiddleware, current_middleware
+from gripcore.middleware import GripAsgiMiddleware, GripRequest
+from gripcore.origin import Channel, KeepAlive, hold_response, hold_stream
+
+from .e2e_support import RawClient, WsClient, publish, wait_for
+
+pytestmark = pytest.mark.e2e
+
+SIG_KEY = "embedded-secret"
+
+
+class Origin:
+    """The inner ASGI application: a GRIP origin, recording what it saw."""
+
+    def __init__(self) -> None:
+        self.lifespan: list[str] = []
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.ws_disconnects = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                kind = message["type"].rsplit(".", 1)[-1]
+                self.lifespan.append(kind)
+                await send({"type": f"lifespan.{kind}.complete"})
+                if kind == "shutdown":
+                    return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        self.requests.append((scope["method"], scope["path"], headers))
+        grip: GripRequest = scope["state"]["grip"]
+        path = scope["path"]
+        if grip.wscontext is not None:
+            await self._websocket(grip, send, accept=path != "/ws-deny")
+            return
+        if path == "/stream":
+            response = hold_stream(
+                "news", headers={"Content-Type": "text/event-stream"}, body=b": welcome\n\n"
+            )
+        elif path == "/keepalive":
+            response = hold_stream("quiet", body=b"start\n", keep_alive=KeepAlive(b"ka\n", 1))
+        elif path == "/poll-seq":
+            if "grip-last" in headers:
+                body = f"retried after {headers['grip-last']}\n".encode()
+                await _plain(send, 200, body)
+                return
+            response = hold_response(Channel("seq", prev_id="1"), timeout=5, body=b"none\n")
+        elif path == "/poll":
+            response = hold_response(
+                "poll",
+                timeout=5,
+                headers={"Content-Type": "text/plain", "X-Hold": "yes"},
+                body=b"nothing yet\n",
+            )
+        elif path == "/app-publish":
+            middleware = scope["state"]["gripcore"]
+            assert middleware is current_middleware()
+            count = middleware.publish_sse("news", "from the app")
+            await _plain(send, 200, f"published {count}\n".encode())
+            return
+        elif path == "/plain":
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 201,
+                    "headers": [(b"content-type", b"text/plain"), (b"x-app", b"plain")],
+                }
+            )
+            await send({"type": "http.response.body", "body": b"part one,", "more_body": True})
+            await send({"type": "http.response.body", "body": b" part two", "more_body": False})
+            return
+        elif path == "/status":
+            await _plain(send, 200, b"no hold here\n", [(b"grip-status", b"404 Nope")])
+            return
+        elif path == "/bad":
+            await _plain(send, 200, b"", [(b"grip-hold", b"forever")])
+            return
+        elif path == "/signed":
+            await _plain(send, 200, json.dumps({"signed": grip.signed}).encode())
+            return
+        elif path == "/boom":
+            raise RuntimeError("the app failed")
+        else:
+            await _plain(send, 404, b"no such path\n")
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status,
+                "headers": response.header_bytes(),
+            }
+        )
+        await send({"type": "http.response.body", "body": response.body})
+
+    async def _websocket(self, grip: GripRequest, send: Any, *, accept: bool) -> None:
+        ctx = grip.wscontext
+        assert ctx is not None
+        if ctx.disconnected:
+            self.ws_disconnects += 1
+        if ctx.is_opening and accept:
+            ctx.accept()
+            ctx.subscribe("room")
+        while ctx.can_recv():
+            message = ctx.recv()
+            if message == "leave":
+                ctx.unsubscribe("room")
+            elif message == "bye":
+                ctx.close(4000, "see you")
+            else:
+                ctx.send(f"you said {message}")
+        response = ctx.response()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status,
+                "headers": response.header_bytes(),
+            }
+        )
+        await send({"type": "http.response.body", "body": response.body})
+
+
+async def _plain(
+    send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    out = [(b"content-type", b"text/plain"), *(headers or [])]
+    out.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": out})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Uvicorn:
+    """A real uvicorn serving `app` on a free loopback port, in a background thread."""
+
+    def __init__(self, app: Any, **options: Any) -> None:
+        options.setdefault("lifespan", "on")
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=0,
+            ws="wsproto",
+            log_level="warning",
+            date_header=False,  # tests compare exact bytes
+            server_header=False,
+            **options,
+        )
+        self.server = uvicorn.Server(config)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, name="uvicorn", daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self.server.serve())
+        self.loop.close()
+
+    def start(self) -> Uvicorn:
+        self.thread.start()
+        wait_for(lambda: self.server.started, timeout=10)
+        return self
+
+    @property
+    def port(self) -> int:
+        return int(self.server.servers[0].sockets[0].getsockname()[1])
+
+    def run(self, coro: Any) -> Any:
+        """Run a coroutine on the server's loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+        assert not self.thread.is_alive(), "uvicorn did not stop"
+
+
+@pytest.fixture
+def origin() -> Origin:
+    return Origin()
+
+
+@pytest.fixture
+def middleware(origin: Origin) -> GripMiddleware:
+    app = GripAsgiMiddleware(origin, key=SIG_KEY, clock=time.time)
+    return GripMiddleware(app, publish_path="/publish/", sig_key=SIG_KEY)
+
+
+@pytest.fixture
+def server(middleware: GripMiddleware) -> Iterator[Uvicorn]:
+    running = Uvicorn(middleware).start()
+    try:
+        yield running
+    finally:
+        running.run(middleware.shutdown())
+        running.stop()
+
+
+def _subscribers(mw: GripMiddleware, channel: str) -> int:
+    return mw.hub.subscriber_count(channel)
+
+
+def _chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+# --- HTTP ---------------------------------------------------------------------------------
+
+
+def test_plain_answer_streams_through_unchanged(server: Uvicorn) -> None:
+    client = RawClient(server.port)
+    client.get("/plain")
+    head = client.read_until(b"\r\n\r\n")
+    assert head == (
+        b"HTTP/1.1 201 Created\r\ncontent-type: text/plain\r\nx-app: plain\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    body = client.read_until(b"0\r\n\r\n")
+    assert body == _chunk(b"part one,") + _chunk(b" part two") + b"0\r\n\r\n"
+
+
+def test_grip_answer_without_hold_is_its_client_response(server: Uvicorn) -> None:
+    client = RawClient(server.port)
+    client.get("/status")
+    head, body = client.read_response()
+    assert head.startswith(b"HTTP/1.1 404 Not Found\r\n")  # ASGI carries no reason phrase
+    assert body == b"no hold here\n"
+    assert b"grip-" not in head.lower()
+
+
+def test_app_sees_a_signed_request_without_client_grip_headers(
+    server: Uvicorn, origin: Origin
+) -> None:
+    client = RawClient(server.port)
+    client.get("/signed", headers="Grip-Last: news; last-id=forged\r\n")
+    _, body = client.read_response()
+    assert json.loads(body) == {"signed": True}
+    _, _, headers = origin.requests[-1]
+    assert "grip-last" not in headers
+    assert headers["grip-feature"].startswith("status, link:next")
+
+
+def test_stream_hold_receives_publishes_from_app_api_and_threads(
+    server: Uvicorn, middleware: GripMiddleware
+) -> None:
+    client = RawClient(server.port)
+    client.get("/stream")
+    head = client.read_until(b"\r\n\r\n")
+    assert head == (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    assert client.read_until(b"welcome\n\n\r\n") == _chunk(b": welcome\n\n")
+    wait_for(lambda: _subscribers(middleware, "news") == 1)
+
+    # from inside a request handler of the app
+    other = RawClient(server.port)
+    other.get("/app-publish")
+    _, body = other.read_response()
+    assert body == b"published 1\n"
+    assert client.read_until(b"\n\n\r\n") == _chunk(b"data: from the app\n\n")
+
+    # through the publish API path on the same server
+    items = [{"channel": "news", "formats": {"http-stream": {"content": "via api\n"}}}]
+    assert publish(server.port, items) == (200, b"Published\n")
+    assert client.read_until(b"\n\r\n") == _chunk(b"via api\n")
+
+    # from another thread (this one), as a publish-API item object
+    assert middleware.publish(items[0] | {"formats": {"http-stream": {"content": "thread\n"}}}) == 1
+    assert client.read_until(b"\n\r\n") == _chunk(b"thread\n")
+
+    # a published close ends the body cleanly
+    middleware.publish_close("news")
+    assert client.read_until(b"0\r\n\r\n") == b"0\r\n\r\n"
+    wait_for(lambda: not middleware.sessions)
+    assert _subscribers(middleware, "news") == 0
+
+
+def test_stream_keep_alive_is_sent_when_idle(server: Uvicorn, middleware: GripMiddleware) -> None:
+    client = RawClient(server.port)
+    client.get("/keepalive")
+    client.read_until(b"\r\n\r\n")
+    assert client.read_until(b"start\n\r\n") == _chunk(b"start\n")
+    assert client.read_until(b"ka\n\r\n", timeout=5) == _chunk(b"ka\n")
+
+
+def test_long_poll_delivered(server: Uvicorn, middleware: GripMiddleware) -> None:
+    client = RawClient(server.port)
+    client.get("/poll")
+    wait_for(lambda: _subscribers(middleware, "poll") == 1)
+    middleware.publish_response("poll", "it happened\n", headers={"X-Event": "1"})
+    head, body = client.read_response()
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"x-hold: yes\r\n" in head  # the hold's headers, published ones added
+    assert b"x-event: 1\r\n" in head
+    assert b"content-length: 12\r\n" in head
+    assert body == b"it happened\n"
+    wait_for(lambda: _subscribers(middleware, "poll") == 0)
+
+
+def test_long_poll_times_out_with_the_hold_response(
+    server: Uvicorn, middleware: GripMiddleware
+) -> None:
+    client = RawClient(server.port)
+    client.get("/poll")
+    head, body = client.read_response(timeout=10)
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"x-hold: yes\r\n" in head
+    assert body == b"nothing yet\n"
+    wait_for(lambda: _subscribers(middleware, "poll") == 0)
+
+
+def test_long_poll_hint_retries_the_app_with_grip_last(
+    server: Uvicorn, middleware: GripMiddleware
+) -> None:
+    client = RawClient(server.port)
+    client.get("/poll-seq")
+    wait_for(lambda: _subscribers(middleware, "seq") == 1)
+    middleware.publish_hint("seq")
+    head, body = client.read_response()
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert body == b'retried after seq; last-id="1"\n'
+    wait_for(lambda: not middleware.sessions)
+
+
+# --- WebSocket ----------------------------------------------------------------------------
+
+
+def test_websocket_subscribed_by_the_app_gets_publishes_and_answers(
+    server: Uvicorn, middleware: GripMiddleware, origin: Origin
+) -> None:
+    ws = WsClient(server.port, "/ws")
+    accepted = ws.accept()
+    assert not isinstance(accepted, RejectConnection)
+    wait_for(lambda: _subscribers(middleware, "room") == 1)
+    # the app saw WebSocket-over-HTTP: a POST with the OPEN event
+    method, path, headers = origin.requests[0]
+    assert (method, path) == ("POST", "/ws")
+    assert headers["content-type"] == "application/websocket-events"
+    assert "connection-id" in headers
+
+    middleware.publish_ws("room", "hello room")
+    assert ws.receive_message() == "hello room"
+    middleware.publish_ws("room", b"\x00\x01")
+    assert ws.receive_message() == b"\x00\x01"
+
+    ws.send_text("ping me")
+    assert ws.receive_message() == "you said ping me"
+
+    ws.send_text("leave")
+    wait_for(lambda: _subscribers(middleware, "room") == 0)
+
+    ws.send_text("bye")
+    event = ws.next_event()
+    assert isinstance(event, CloseConnection)
+    assert (event.code, event.reason) == (4000, "see you")
+    wait_for(lambda: not middleware.sessions)
+
+
+def test_websocket_published_close(server: Uvicorn, middleware: GripMiddleware) -> None:
+    ws = WsClient(server.port, "/ws")
+    ws.accept()
+    wait_for(lambda: _subscribers(middleware, "room") == 1)
+    middleware.publish_close("room", code=4001, reason="done")
+    event = ws.next_event()
+    assert isinstance(event, CloseConnection)
+    assert (event.code, event.reason) == (4001, "done")
+    wait_for(lambda: not middleware.sessions)
+
+
+def test_websocket_refused_by_the_app(server: Uvicorn, middleware: GripMiddleware) -> None:
+    ws = WsClient(server.port, "/ws-deny")  # the app does not accept the OPEN: 403
+    rejected = ws.accept()
+    assert isinstance(rejected, RejectConnection)
+    assert rejected.status_code == 403
+    data = ws.next_event()
+    assert isinstance(data, RejectData)
+    assert data.data == b"WebSocket connection not accepted\n"
+    wait_for(lambda: not middleware.sessions)
+
+
+# --- clients that vanish, bad input, shutdown -------------------------------------------
+
+
+def test_vanished_clients_leave_no_subscription(
+    server: Uvicorn, middleware: GripMiddleware, origin: Origin
+) -> None:
+    stream = RawClient(server.port)
+    stream.get("/stream")
+    poll = RawClient(server.port)
+    poll.get("/poll")
+    ws = WsClient(server.port, "/ws")
+    ws.accept()
+    wait_for(
+        lambda: (
+            (
+                _subscribers(middleware, "news"),
+                _subscribers(middleware, "poll"),
+                _subscribers(middleware, "room"),
+            )
+            == (1, 1, 1)
+        )
+    )
+    stream.close()
+    poll.close()
+    ws.raw.close()
+    wait_for(lambda: not middleware.sessions and not list(middleware.hub.channels()))
+    # the app heard the WebSocket client go (DISCONNECT)
+    wait_for(lambda: origin.ws_disconnects == 1)
+
+
+def test_bad_grip_answer_is_a_502_for_that_request_only(server: Uvicorn) -> None:
+    client = RawClient(server.port)
+    client.get("/bad")
+    head, body = client.read_response()
+    assert head.startswith(b"HTTP/1.1 502 Bad Gateway\r\n")
+    assert body == b"Error while proxying to origin.\n"
+    client.get("/plain")  # the same connection goes on
+    assert client.read_until(b"\r\n\r\n").startswith(b"HTTP/1.1 201 ")
+
+
+def test_app_exception_is_a_500_for_that_request_only(server: Uvicorn) -> None:
+    client = RawClient(server.port)
+    client.get("/boom")
+    head, body = client.read_response()
+    assert head.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    assert body == b"Internal Server Error"  # uvicorn's answer to an app that raised
+    other = RawClient(server.port)
+    other.get("/plain")
+    assert other.read_until(b"\r\n\r\n").startswith(b"HTTP/1.1 201 ")
+
+
+def test_publish_api_rejects_bad_items(server: Uvicorn) -> None:
+    status, body = publish(server.port, [{"channel": "news", "formats": {}}])
+    assert (status, body) == (400, b"Invalid format: item 0: no formats specified\n")
+
+
+def test_shutdown_ends_held_sessions_cleanly(
+    server: Uvicorn, middleware: GripMiddleware, origin: Origin
+) -> None:
+    stream = RawClient(server.port)
+    stream.get("/stream")
+    stream.read_until(b"\r\n\r\n")
+    stream.read_until(b"welcome\n\n\r\n")
+    poll = RawClient(server.port)
+    poll.get("/poll")
+    ws = WsClient(server.port, "/ws")
+    ws.accept()
+    wait_for(lambda: len(middleware.sessions) == 3)
+
+    server.run(middleware.shutdown())
+
+    assert stream.read_until(b"0\r\n\r\n") == b"0\r\n\r\n"
+    head, body = poll.read_response()
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert body == b"nothing yet\n"
+    event = ws.next_event()
+    assert isinstance(event, CloseConnection)
+    assert event.code == 1001
+    assert not middleware.sessions
+    assert not list(middleware.hub.channels())
+
+    # a hold answered after shutdown ends at once
+    late = RawClient(server.port)
+    late.get("/stream")
+    late.read_until(b"\r\n\r\n")
+    assert late.read_until(b"0\r\n\r\n") == _chunk(b": welcome\n\n") + b"0\r\n\r\n"
+
+
+def test_lifespan_passes_through_and_shutdown_reaches_the_middleware(origin: Origin) -> None:
+    middleware = GripMiddleware(GripAsgiMiddleware(origin, clock=time.time))
+    running = Uvicorn(middleware).start()
+    assert origin.lifespan == ["startup"]
+    running.stop()
+    assert origin.lifespan == ["startup", "shutdown"]
+    assert middleware.closing
+
+
+def test_app_without_lifespan_support_still_starts(origin: Origin) -> None:
+    async def http_only(scope: Any, receive: Any, send: Any) -> None:
+        assert scope["type"] == "http"
+        await _plain(send, 200, b"ok\n")
+
+    middleware = GripMiddleware(http_only)
+    running = Uvicorn(middleware).start()  # lifespan="on": a failure would stop uvicorn
+    client = RawClient(running.port)
+    client.get("/")
+    assert client.read_response()[1] == b"ok\n"
+    running.stop()
+    assert middleware.closing
