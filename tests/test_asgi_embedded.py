@@ -23,7 +23,7 @@ from gripcore.asgi import GripMiddleware, current_middleware
 from gripcore.middleware import GripAsgiMiddleware, GripRequest
 from gripcore.origin import Channel, KeepAlive, hold_response, hold_stream
 
-from .e2e_support import RawClient, WsClient, publish, wait_for
+from .e2e_support import RawClient, WsClient, publish, running_proxy, subscribers, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -504,3 +504,79 @@ def test_app_without_lifespan_support_still_starts(origin: Origin) -> None:
     assert client.read_response()[1] == b"ok\n"
     running.stop()
     assert middleware.closing
+
+
+# --- the origin middleware (gripcore.middleware) under uvicorn, behind gripcore serve -----
+
+
+def test_origin_middleware_under_uvicorn_behind_gripcore_serve() -> None:
+    """`GripAsgiMiddleware` as an origin under a real uvicorn, with the asyncio proxy in front:
+    a signed stream hold and a WebSocket-over-HTTP session, both fed by the proxy's publish API."""
+    origin = Origin()
+    app = GripAsgiMiddleware(origin, key=SIG_KEY, clock=time.time)
+    upstream = Uvicorn(app).start()
+    try:
+        with running_proxy(
+            routes=(f"* 127.0.0.1:{upstream.port},over_http",), sig_key=SIG_KEY
+        ) as proxy:
+            client = RawClient(proxy.port)
+            client.get("/signed")
+            _, body = client.read_response()
+            assert json.loads(body) == {"signed": True}
+
+            stream = RawClient(proxy.port)
+            stream.get("/stream")
+            head = stream.read_until(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+            assert stream.read_until(b"welcome\n\n\r\n") == _chunk(b": welcome\n\n")
+
+            ws = WsClient(proxy.port, "/ws")
+            assert not isinstance(ws.accept(), RejectConnection)
+            wait_for(lambda: subscribers(proxy, "news") == 1 and subscribers(proxy, "room") == 1)
+
+            items = [
+                {"channel": "news", "formats": {"http-stream": {"content": "proxied\n"}}},
+                {"channel": "room", "formats": {"ws-message": {"content": "to the room"}}},
+            ]
+            assert publish(proxy.publish_port, items) == (200, b"Published\n")
+            assert stream.read_until(b"proxied\n\r\n") == _chunk(b"proxied\n")
+            assert ws.receive_message() == "to the room"
+
+            ws.send_text("hello")
+            assert ws.receive_message() == "you said hello"
+            ws.close()
+            event = ws.next_event()
+            assert isinstance(event, CloseConnection)
+    finally:
+        upstream.stop()
+    posts = [
+        (m, p) for m, p, h in origin.requests if "websocket-events" in h.get("content-type", "")
+    ]
+    assert posts and all(p == ("POST", "/ws") for p in posts)
+
+
+def test_uvicorn_graceful_shutdown_timeout_ends_held_requests(origin: Origin) -> None:
+    """uvicorn sends `lifespan.shutdown` only once every connection closed; with
+    `timeout_graceful_shutdown` it cancels what is still running, and held requests end as
+    a shutdown ends them (uvicorn itself closes WebSockets with 1012 first)."""
+    middleware = GripMiddleware(GripAsgiMiddleware(origin, clock=time.time))
+    running = Uvicorn(middleware, timeout_graceful_shutdown=1).start()
+    stream = RawClient(running.port)
+    stream.get("/stream")
+    stream.read_until(b"welcome\n\n\r\n")
+    poll = RawClient(running.port)
+    poll.get("/poll")
+    ws = WsClient(running.port, "/ws")
+    ws.accept()
+    wait_for(lambda: len(middleware.sessions) == 3)
+    running.stop()
+    assert stream.read_to_close() == b"0\r\n\r\n"
+    head, body = poll.read_response()
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert body == b"nothing yet\n"
+    event = ws.next_event()
+    assert isinstance(event, CloseConnection)
+    assert event.code == 1012
+    assert not middleware.sessions
+    assert not list(middleware.hub.channels())
+    assert origin.lifespan == ["startup", "shutdown"]
