@@ -93,6 +93,18 @@ class Origin:
         elif path == "/status":
             await _plain(send, 200, b"no hold here\n", [(b"grip-status", b"404 Nope")])
             return
+        elif path == "/linked":
+            response = hold_stream(
+                "linked", body=b"first\n", next_link="/linked-next", gone_link="/linked-gone"
+            )
+        elif path == "/linked-next":
+            await _plain(send, 200, f"next with {headers.get('grip-feature', '')[:6]}\n".encode())
+            return
+        elif path == "/linked-gone":
+            await _plain(send, 204, b"")
+            return
+        elif path == "/linked-away":
+            response = hold_stream("linked", body=b"first\n", next_link="http://elsewhere.test/x")
         elif path == "/bad":
             await _plain(send, 200, b"", [(b"grip-hold", b"forever")])
             return
@@ -337,6 +349,36 @@ def test_long_poll_hint_retries_the_app_with_grip_last(
     assert head.startswith(b"HTTP/1.1 200 OK\r\n")
     assert body == b'retried after seq; last-id="1"\n'
     wait_for(lambda: not middleware.sessions)
+
+
+def test_stream_next_link_is_fetched_from_the_app_on_hint(
+    server: Uvicorn, middleware: GripMiddleware, origin: Origin
+) -> None:
+    client = RawClient(server.port)
+    client.get("/linked")
+    client.read_until(b"\r\n\r\n")
+    assert client.read_until(b"first\n\r\n") == _chunk(b"first\n")
+    wait_for(lambda: _subscribers(middleware, "linked") == 1)
+    middleware.publish_hint("linked")
+    # a plain answer: its body is more stream content, and the stream ends (no new hold)
+    assert client.read_until(b"0\r\n\r\n") == _chunk(b"next with status\n") + b"0\r\n\r\n"
+    # the stream is over: the gone link was posted to the app
+    wait_for(lambda: ("POST", "/linked-gone") in [(m, p) for m, p, _ in origin.requests])
+    assert ("GET", "/linked-next") in [(m, p) for m, p, _ in origin.requests]
+    wait_for(lambda: not middleware.sessions)
+
+
+def test_next_link_elsewhere_is_refused(
+    server: Uvicorn, middleware: GripMiddleware, origin: Origin
+) -> None:
+    client = RawClient(server.port)
+    client.get("/linked-away")
+    client.read_until(b"\r\n\r\n")
+    assert client.read_until(b"first\n\r\n") == _chunk(b"first\n")
+    wait_for(lambda: _subscribers(middleware, "linked") == 1)
+    middleware.publish_hint("linked")
+    assert client.read_until(b"0\r\n\r\n") == b"0\r\n\r\n"  # as a failed fetch ends it
+    assert [p for _, p, _ in origin.requests] == ["/linked-away"]
 
 
 # --- WebSocket ----------------------------------------------------------------------------

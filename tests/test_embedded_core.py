@@ -8,9 +8,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import gripcore.asgi
-from gripcore import LocalProtocolError
+from gripcore import InstructError, LocalProtocolError
 from gripcore._hub import split_ws_messages
-from gripcore._proxy import GRIP_FEATURES, app_request_headers
+from gripcore._instruct import Instruct
+from gripcore._proxy import (
+    GRIP_FEATURES,
+    app_request_headers,
+    local_link_target,
+    next_link_instruct,
+)
 from gripcore._speedups import encode_ws_frame, ws_frame_header
 from gripcore._wsgrip import MAX_FRAME, close_payload, encode_frames, parse_close_payload
 
@@ -142,6 +148,40 @@ def test_app_request_headers_drop_client_grip_headers_and_add_ours() -> None:
         (b"Grip-Sig", b"tok"),
         (b"Grip-Last", b'ch; last-id="2"'),
     ]
+
+
+# --- links back to the application -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://example.com/next", b"/next"),
+        ("http://example.com:80/next?a=1&b=%20", b"/next?a=1&b=%20"),
+        ("http://EXAMPLE.com", b"/"),
+        ("https://example.com/next", None),  # another scheme
+        ("http://example.com:8080/next", None),  # another port
+        ("http://elsewhere.test/next", None),
+        ("http://example.com:x/next", None),  # not a port
+        ("/relative", None),  # links arrive resolved; an unresolved one goes nowhere
+    ],
+)
+def test_local_link_target(url: str, expected: bytes | None) -> None:
+    assert local_link_target(url, request_uri="http://example.com/stream?x=1") == expected
+
+
+def test_next_link_instruct() -> None:
+    assert next_link_instruct(404, b"Not Found", [], b"gone") is None
+    assert next_link_instruct(200, b"", [(b"content-type", b"text/plain")], b"more") == Instruct(
+        status=200, reason=b"", body=b"more"
+    )
+    instruct = next_link_instruct(
+        200, b"OK", [(b"Grip-Hold", b"stream"), (b"Grip-Channel", b"a")], b"", request_uri=None
+    )
+    assert instruct is not None and instruct.hold == "stream"
+    assert [c.name for c in instruct.channels] == ["a"]
+    with pytest.raises(InstructError):
+        next_link_instruct(204, b"", [(b"Grip-Hold", b"forever")], b"")
 
 
 def test_public_module_names_the_driver() -> None:

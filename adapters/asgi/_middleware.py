@@ -28,9 +28,10 @@ thread it hands the items to the loop. The app finds the middleware in
 `current_middleware()`. An optional publish API path takes Pushpin's / Fanout's publish body
 (`_publishapi.handle_publish_request`).
 
-Not supported in embedded mode (documented in docs/asgi.md): `Grip-Link` next and gone links
-(a stream with a next link ends as when the fetch fails), WebSocket pings and pongs (ASGI
-carries neither), routes and the Redis engine.
+`Grip-Link` next and gone links are requests to the app itself (`_proxy.local_link_target`:
+only links back to the request's own scheme, host and port are followed). Not supported in
+embedded mode (docs/asgi.md): WebSocket pings and pongs (ASGI carries neither), routes, and
+the Redis engine.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from functools import partial
 from typing import Any, cast
+from urllib.parse import unquote
 
 from gripcore._broker import Broker
 from gripcore._config import Config
@@ -61,7 +63,13 @@ from gripcore._holds import (
 from gripcore._hub import Framing, Hub, OverflowPolicy, Subscriber, Transport, split_ws_messages
 from gripcore._instruct import Instruct, instruct_body_limit, is_grip_response, reason_phrase
 from gripcore._items import Item, parse_item
-from gripcore._proxy import app_request_headers, classify_response, origin_request_headers
+from gripcore._proxy import (
+    app_request_headers,
+    classify_response,
+    local_link_target,
+    next_link_instruct,
+    origin_request_headers,
+)
 from gripcore._publishapi import handle_publish_request
 from gripcore._publishing import PublishConveniences
 from gripcore._sequencer import Sequencer
@@ -661,13 +669,71 @@ class _HttpRequest(_Session):
             elif isinstance(action, Retry):
                 await self._retry(action)
             elif isinstance(action, FetchNextLink):
-                log.warning("next link %s: not supported in embedded mode", action.url)
-                assert isinstance(self.hold, StreamHold)
-                now = asyncio.get_running_loop().time()
-                await self._perform(self.hold.next_link_response(None, now))
+                await self._fetch_next_link(action)
             elif isinstance(action, PostGoneLink):
-                log.info("gone link %s: not supported in embedded mode", action.url)
+                self.mw.spawn(self._post_gone_link(action.url))
         self.mw.broker.sync()
+
+    # --- links: requests to the app itself ---
+
+    async def _call_link(
+        self, method: bytes, target: bytes, extra: Sequence[tuple[bytes, bytes]]
+    ) -> _Answer | None:
+        """Call the app with a bodyless request for `target`; its whole answer, or None when
+        the app failed or answered with too much."""
+        path, _, query = target.partition(b"?")
+        client = [
+            (n, v)
+            for n, v in self.client_headers
+            if n.lower() not in (b"content-length", b"transfer-encoding")
+        ]
+        headers = app_request_headers(client, sig_token=self.mw.sign(), extra=extra)
+        if method == b"POST":
+            headers.append((b"content-length", b"0"))
+        scope = {
+            **self.scope,
+            "method": method.decode("ascii"),
+            "path": unquote(path.decode("latin-1")),
+            "raw_path": path,
+            "query_string": query,
+            "headers": _lower(headers),
+        }
+        answer = _Answer(None, MAX_STREAM_INSTRUCT_BODY)
+        try:
+            await self.mw.app(scope, _replay_once(b""), answer.send)
+        except Exception:
+            log.exception("%s %s: the application failed", method.decode(), target.decode())
+            return None
+        if answer.status is None or answer.too_large:
+            return None
+        return answer
+
+    async def _fetch_next_link(self, action: FetchNextLink) -> None:
+        hold = self.hold
+        assert isinstance(hold, StreamHold)
+        uri = _request_uri(self.scope, self.client_headers)
+        target = local_link_target(action.url, request_uri=uri)
+        instruct: Instruct | None = None
+        if target is None:
+            log.warning("next link %s refused: it is not this application", action.url)
+        else:
+            answer = await self._call_link(b"GET", target, action.grip_last)
+            if answer is not None:
+                try:
+                    instruct = next_link_instruct(
+                        answer.status or 0, b"", answer.headers, bytes(answer.body), request_uri=uri
+                    )
+                except InstructError as exc:
+                    log.info("next link %s failed: %s", action.url, exc)
+        now = asyncio.get_running_loop().time()
+        await self._perform(hold.next_link_response(instruct, now))
+
+    async def _post_gone_link(self, url: str) -> None:
+        target = local_link_target(url, request_uri=_request_uri(self.scope, self.client_headers))
+        if target is None:
+            log.warning("gone link %s refused: it is not this application", url)
+            return
+        await self._call_link(b"POST", target, ())
 
     async def _end_stream(self) -> None:
         assert self.sub is not None
