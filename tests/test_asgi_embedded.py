@@ -19,6 +19,7 @@ import pytest
 import uvicorn
 from wsproto.events import CloseConnection, RejectConnection, RejectData
 
+from gripcore import PublishError
 from gripcore.asgi import GripMiddleware, current_middleware
 from gripcore.middleware import GripAsgiMiddleware, GripRequest
 from gripcore.origin import Channel, KeepAlive, hold_response, hold_stream
@@ -37,6 +38,7 @@ class Origin:
         self.lifespan: list[str] = []
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.ws_disconnects = 0
+        self.release = threading.Event()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -48,6 +50,9 @@ class Origin:
                 if kind == "shutdown":
                     return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        request_body = b""
+        if scope["method"] == "POST" and scope["type"] == "http" and scope["path"] != "/ws":
+            request_body = await _read_body(receive)
         self.requests.append((scope["method"], scope["path"], headers))
         grip: GripRequest = scope["state"]["grip"]
         path = scope["path"]
@@ -62,7 +67,7 @@ class Origin:
             response = hold_stream("quiet", body=b"start\n", keep_alive=KeepAlive(b"ka\n", 1))
         elif path == "/poll-seq":
             if "grip-last" in headers:
-                body = f"retried after {headers['grip-last']}\n".encode()
+                body = f"retried after {headers['grip-last']}\n".encode() + request_body
                 await _plain(send, 200, body)
                 return
             response = hold_response(Channel("seq", prev_id="1"), timeout=5, body=b"none\n")
@@ -105,6 +110,14 @@ class Origin:
             return
         elif path == "/linked-away":
             response = hold_stream("linked", body=b"first\n", next_link="http://elsewhere.test/x")
+        elif path == "/slow-plain":
+            start = {"type": "http.response.start", "status": 200, "headers": []}
+            await send(start)
+            await send({"type": "http.response.body", "body": b"early ", "more_body": True})
+            while not self.release.is_set():  # set by the test once "early" arrived
+                await asyncio.sleep(0.01)
+            await send({"type": "http.response.body", "body": b"late", "more_body": False})
+            return
         elif path == "/bad":
             await _plain(send, 200, b"", [(b"grip-hold", b"forever")])
             return
@@ -150,6 +163,15 @@ class Origin:
             }
         )
         await send({"type": "http.response.body", "body": response.body})
+
+
+async def _read_body(receive: Any) -> bytes:
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body", False):
+            return body
 
 
 async def _plain(
@@ -623,3 +645,84 @@ def test_uvicorn_graceful_shutdown_timeout_ends_held_requests(origin: Origin) ->
     assert not middleware.sessions
     assert not list(middleware.hub.channels())
     assert origin.lifespan == ["startup", "shutdown"]
+
+
+# --- more HTTP and publishing edges -------------------------------------------------------
+
+
+def test_plain_answer_is_relayed_as_the_app_sends_it(server: Uvicorn, origin: Origin) -> None:
+    client = RawClient(server.port)
+    client.get("/slow-plain")
+    client.read_until(b"\r\n\r\n")
+    # the first part arrives while the app still holds the rest: nothing is buffered
+    assert client.read_until(b"early \r\n") == _chunk(b"early ")
+    origin.release.set()
+    assert client.read_until(b"0\r\n\r\n") == _chunk(b"late") + b"0\r\n\r\n"
+
+
+def test_long_poll_retry_replays_the_request_body(
+    server: Uvicorn, middleware: GripMiddleware
+) -> None:
+    client = RawClient(server.port)
+    client.send(
+        b"POST /poll-seq HTTP/1.1\r\nHost: example.com\r\nContent-Length: 11\r\n\r\nhello there"
+    )
+    wait_for(lambda: _subscribers(middleware, "seq") == 1)
+    middleware.publish_hint("seq")
+    _, body = client.read_response()
+    assert body == b'retried after seq; last-id="1"\nhello there'
+
+
+def test_too_big_websocket_message_closes_that_session_with_1009(
+    server: Uvicorn, middleware: GripMiddleware
+) -> None:
+    ws = WsClient(server.port, "/ws")
+    ws.accept()
+    other = WsClient(server.port, "/ws")
+    other.accept()
+    wait_for(lambda: _subscribers(middleware, "room") == 2)
+    ws.send_text("x" * 200_001)
+    event = ws.next_event()
+    assert isinstance(event, CloseConnection)
+    assert event.code == 1009
+    wait_for(lambda: _subscribers(middleware, "room") == 1)
+    middleware.publish_ws("room", "still here")
+    assert other.receive_message() == "still here"
+
+
+def test_publish_api_key(origin: Origin) -> None:
+    middleware = GripMiddleware(
+        GripAsgiMiddleware(origin, clock=time.time), publish_path="/_grip/publish", publish_key="k"
+    )
+    running = Uvicorn(middleware).start()
+    try:
+        items = [{"channel": "c", "formats": {"http-stream": {"content": "x"}}}]
+        body = json.dumps({"items": items}).encode()
+        request = (
+            b"POST /_grip/publish/ HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
+            b"application/json\r\nContent-Length: %d\r\n%s\r\n"
+        )
+        client = RawClient(running.port)
+        client.send(request % (len(body), b"") + body)
+        head, answer = client.read_response()
+        assert head.startswith(b"HTTP/1.1 401 ")
+        assert answer == b"Unauthorized\n"
+        client.send(request % (len(body), b"Authorization: Bearer k\r\n") + body)
+        head, answer = client.read_response()
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert answer == b"Published\n"
+        assert origin.requests == []  # the publish path never reaches the app
+    finally:
+        running.stop()
+
+
+def test_publish_validates_in_the_caller_and_works_before_any_request(origin: Origin) -> None:
+    middleware = GripMiddleware(origin)
+    with pytest.raises(PublishError, match="item 0: "):
+        middleware.publish({"channel": "c", "formats": {}})
+    with pytest.raises(PublishError, match="item 1: "):
+        middleware.publish([{"channel": "c", "formats": {"ws-message": {"content": "ok"}}}, {}])
+    assert middleware.broker.stats.received == 0  # nothing of a bad batch went out
+    # no request served yet (no loop known): published, to nobody
+    assert middleware.publish_ws("c", "hi") == 1
+    assert middleware.broker.stats.received == 1
