@@ -267,10 +267,12 @@ class GripMiddleware(PublishConveniences[int]):
         sessions = list(self.sessions)
         for session in sessions:
             session.request_shutdown()
-        if sessions:
-            await asyncio.wait(
-                [asyncio.ensure_future(s.ended.wait()) for s in sessions], timeout=SHUTDOWN_WAIT
-            )
+        waits = [asyncio.ensure_future(s.ended.wait()) for s in sessions]
+        if waits:
+            await asyncio.wait(waits, timeout=SHUTDOWN_WAIT)
+            for wait in waits:
+                wait.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
         tasks = list(self._tasks)
         if tasks:
             await asyncio.wait(tasks, timeout=SHUTDOWN_WAIT)
