@@ -499,6 +499,19 @@ def test_bad_grip_answer_is_a_502_for_that_request_only(server: Uvicorn) -> None
     assert client.read_until(b"\r\n\r\n").startswith(b"HTTP/1.1 201 ")
 
 
+def test_bad_grip_answer_detail_in_debug_mode(origin: Origin) -> None:
+    middleware = GripMiddleware(GripAsgiMiddleware(origin, clock=time.time), debug=True)
+    running = Uvicorn(middleware).start()
+    try:
+        client = RawClient(running.port)
+        client.get("/bad")
+        head, body = client.read_response()
+        assert head.startswith(b"HTTP/1.1 502 Bad Gateway\r\n")
+        assert body.startswith(b"Failed to parse accept instructions: ")
+    finally:
+        running.stop()
+
+
 def test_app_exception_is_a_500_for_that_request_only(server: Uvicorn) -> None:
     client = RawClient(server.port)
     client.get("/boom")
