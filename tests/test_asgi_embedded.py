@@ -56,6 +56,8 @@ class Origin:
         self.requests.append((scope["method"], scope["path"], headers))
         grip: GripRequest = scope["state"]["grip"]
         path = scope["path"]
+        if grip.wscontext is not None and path == "/ws-boom":
+            raise RuntimeError("the app failed on a WebSocket-over-HTTP request")
         if grip.wscontext is not None:
             await self._websocket(grip, send, accept=path != "/ws-deny")
             return
@@ -71,6 +73,12 @@ class Origin:
                 await _plain(send, 200, body)
                 return
             response = hold_response(Channel("seq", prev_id="1"), timeout=5, body=b"none\n")
+        elif path == "/poll-again":
+            # held again on retry, now expecting the item after "2"
+            last = "2" if "grip-last" in headers else "1"
+            response = hold_response(Channel("again", prev_id=last), timeout=5, body=b"none\n")
+        elif path == "/nothing":
+            return  # no response at all
         elif path == "/poll":
             response = hold_response(
                 "poll",
@@ -739,3 +747,74 @@ def test_publish_validates_in_the_caller_and_works_before_any_request(origin: Or
     # no request served yet (no loop known): published, to nobody
     assert middleware.publish_ws("c", "hi") == 1
     assert middleware.broker.stats.received == 1
+
+
+def test_long_poll_retry_answered_with_a_new_hold(
+    server: Uvicorn, middleware: GripMiddleware, origin: Origin
+) -> None:
+    client = RawClient(server.port)
+    client.get("/poll-again")
+    wait_for(lambda: _subscribers(middleware, "again") == 1)
+    middleware.publish_hint("again")
+    wait_for(lambda: len(origin.requests) == 2)  # the retry, held again
+    assert origin.requests[1][2]["grip-last"] == 'again; last-id="1"'
+    middleware.publish_response("again", "three\n", id="3", prev_id="2")
+    _, body = client.read_response()
+    assert body == b"three\n"
+    wait_for(lambda: not middleware.sessions)
+
+
+def test_out_of_order_item_waits_then_goes_out(origin: Origin) -> None:
+    """The sequencer holds an item whose prev-id is ahead of the channel for `message_wait`;
+    the middleware's broker timer then releases it."""
+    middleware = GripMiddleware(GripAsgiMiddleware(origin, clock=time.time), message_wait=0.3)
+    running = Uvicorn(middleware).start()
+    try:
+        client = RawClient(running.port)
+        client.get("/stream")
+        client.read_until(b"welcome\n\n\r\n")
+        wait_for(lambda: _subscribers(middleware, "news") == 1)
+        middleware.publish_stream("news", "one\n", id="1")
+        assert client.read_until(b"one\n\r\n") == _chunk(b"one\n")
+        middleware.publish_stream("news", "three\n", id="3", prev_id="2")  # "2" never comes
+        assert client.read_until(b"three\n\r\n") == _chunk(b"three\n")
+        assert middleware.broker.sequencer.stats.overflow_dropped == 0
+    finally:
+        running.run(middleware.shutdown())  # uvicorn waits for held requests otherwise
+        running.stop()
+
+
+def test_app_without_a_response_is_a_500(server: Uvicorn) -> None:
+    client = RawClient(server.port)
+    client.get("/nothing")
+    head = client.read_until(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+
+
+def test_websocket_app_failure_refuses_the_client(
+    server: Uvicorn, middleware: GripMiddleware
+) -> None:
+    ws = WsClient(server.port, "/ws-boom")
+    rejected = ws.accept()
+    assert isinstance(rejected, RejectConnection)
+    assert rejected.status_code == 502
+    data = ws.next_event()
+    assert isinstance(data, RejectData)
+    assert data.data == b"Error while proxying to origin.\n"
+    wait_for(lambda: not middleware.sessions)
+
+
+def test_websocket_refusal_without_the_denial_extension_is_a_403(origin: Origin) -> None:
+    middleware = GripMiddleware(GripAsgiMiddleware(origin, clock=time.time))
+
+    async def without_extensions(scope: Any, receive: Any, send: Any) -> None:
+        await middleware({**scope, "extensions": {}}, receive, send)
+
+    running = Uvicorn(without_extensions).start()
+    try:
+        ws = WsClient(running.port, "/ws-deny")
+        rejected = ws.accept()
+        assert isinstance(rejected, RejectConnection)
+        assert rejected.status_code == 403
+    finally:
+        running.stop()
