@@ -59,7 +59,7 @@ class Origin:
         if grip.wscontext is not None and path == "/ws-boom":
             raise RuntimeError("the app failed on a WebSocket-over-HTTP request")
         if grip.wscontext is not None:
-            await self._websocket(grip, send, accept=path != "/ws-deny")
+            await self._websocket(grip, send, accept=path != "/ws-deny", grip_path=path)
             return
         if path == "/stream":
             response = hold_stream(
@@ -146,7 +146,9 @@ class Origin:
         )
         await send({"type": "http.response.body", "body": response.body})
 
-    async def _websocket(self, grip: GripRequest, send: Any, *, accept: bool) -> None:
+    async def _websocket(
+        self, grip: GripRequest, send: Any, *, accept: bool, grip_path: str
+    ) -> None:
         ctx = grip.wscontext
         assert ctx is not None
         if ctx.disconnected:
@@ -154,6 +156,8 @@ class Origin:
         if ctx.is_opening and accept:
             ctx.accept()
             ctx.subscribe("room")
+            if grip_path == "/ws-ka":
+                ctx.keep_alive("still there?", timeout=1)
         while ctx.can_recv():
             message = ctx.recv()
             if message == "leave":
@@ -818,3 +822,12 @@ def test_websocket_refusal_without_the_denial_extension_is_a_403(origin: Origin)
         assert rejected.status_code == 403
     finally:
         running.stop()
+
+
+def test_websocket_keep_alive_from_a_control_message(
+    server: Uvicorn, middleware: GripMiddleware
+) -> None:
+    ws = WsClient(server.port, "/ws-ka")
+    ws.accept()
+    assert ws.receive_message(timeout=5) == "still there?"
+    assert ws.receive_message(timeout=5) == "still there?"
