@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -77,6 +82,10 @@ class Origin:
             # held again on retry, now expecting the item after "2"
             last = "2" if "grip-last" in headers else "1"
             response = hold_response(Channel("again", prev_id=last), timeout=5, body=b"none\n")
+        elif path.startswith("/count/"):  # subscribers of a channel, for a server in a process
+            count = scope["state"]["gripcore"].hub.subscriber_count(path[7:])
+            await _plain(send, 200, str(count).encode())
+            return
         elif path == "/nothing":
             return  # no response at all
         elif path == "/poll":
@@ -831,3 +840,84 @@ def test_websocket_keep_alive_from_a_control_message(
     ws.accept()
     assert ws.receive_message(timeout=5) == "still there?"
     assert ws.receive_message(timeout=5) == "still there?"
+
+
+# --- uvicorn app:app in a process of its own ----------------------------------------------
+
+SERVE = """
+import sys, time
+import uvicorn
+from gripcore.asgi import GripMiddleware
+from gripcore.middleware import GripAsgiMiddleware
+from tests.test_asgi_embedded import Origin
+app = GripMiddleware(GripAsgiMiddleware(Origin(), clock=time.time))
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), ws="wsproto", log_level="warning")
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _count(port: int, channel: str) -> int:
+    client = RawClient(port)
+    try:
+        client.get(f"/count/{channel}")
+        return int(client.read_response()[1])
+    finally:
+        client.close()
+
+
+def _answers(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_to_uvicorn_ends_held_sessions_cleanly(signum: int) -> None:
+    """`uvicorn app:app` and Ctrl+C (or SIGTERM): the middleware hears the signal before
+    uvicorn waits for connections, so held requests end cleanly and uvicorn exits."""
+    port = _free_port()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVE, str(port)],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for(lambda: _answers(port), timeout=20)
+        stream = RawClient(port)
+        stream.get("/stream")
+        stream.read_until(b"welcome\n\n\r\n")
+        poll = RawClient(port)
+        poll.get("/poll")
+        ws = WsClient(port, "/ws")
+        ws.accept()
+        wait_for(lambda: (_count(port, "poll"), _count(port, "room")) == (1, 1))
+
+        proc.send_signal(signum)
+
+        assert stream.read_until(b"0\r\n\r\n") == b"0\r\n\r\n"
+        head, body = poll.read_response()
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert body == b"nothing yet\n"
+        event = ws.next_event()
+        assert isinstance(event, CloseConnection)
+        assert event.code == 1001
+        proc.wait(20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stderr is not None
+        errors = proc.stderr.read()
+        proc.stderr.close()
+    # uvicorn re-raises a SIGTERM it handled once it is done: the default action ends it
+    assert proc.returncode == (-signal.SIGTERM if signum == signal.SIGTERM else 0)
+    assert errors == b""  # nothing logged at warning level or above, no traceback

@@ -40,6 +40,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
@@ -148,7 +150,8 @@ class GripMiddleware(PublishConveniences[int]):
     `sig_key`/`sig_iss`: sign the requests the app sees with a `Grip-Sig` (what
     `gripcore.middleware.GripAsgiMiddleware(key=...)` checks). `debug`: error details in 502s,
     as `--debug`. The limits and the slow-consumer policy are `gripcore serve`'s options of
-    the same names, with the same defaults.
+    the same names, with the same defaults. `handle_signals`: start `shutdown()` on SIGINT and
+    SIGTERM, before the server's own handlers run (see `_hook_signals`).
 
     Raises `LocalProtocolError` (or `ProtocolError`) for a `sig_key` that does not parse or an
     unknown policy.
@@ -172,8 +175,10 @@ class GripMiddleware(PublishConveniences[int]):
         slow_consumer_policy: str = _DEFAULTS.slow_consumer_policy,
         id_cache_ttl: float = _DEFAULTS.id_cache_ttl,
         message_wait: float = _DEFAULTS.message_wait,
+        handle_signals: bool = True,
     ) -> None:
         self.app = app
+        self.handle_signals = handle_signals
         self.publish_path = publish_path.rstrip("/") if publish_path is not None else None
         self.publish_key = publish_key
         self.publish_iss = publish_iss
@@ -197,6 +202,7 @@ class GripMiddleware(PublishConveniences[int]):
         self._dirty: dict[_Session, None] = {}
         self._flush_scheduled = False
         self._broker_timer: asyncio.TimerHandle | None = None
+        self._shutdown_task: asyncio.Task[None] | None = None
 
     # --- ASGI ---
 
@@ -232,6 +238,7 @@ class GripMiddleware(PublishConveniences[int]):
             message = await receive()
             if message["type"] == "lifespan.startup":
                 startup_received = True
+                self._hook_signals()
             elif message["type"] == "lifespan.shutdown":
                 await self.shutdown()
             return message
@@ -252,11 +259,40 @@ class GripMiddleware(PublishConveniences[int]):
             return
         if not startup_received:
             await receive()
+            self._hook_signals()
         await send({"type": "lifespan.startup.complete"})
         message = await receive()
         if message["type"] == "lifespan.shutdown":
             await self.shutdown()
             await send({"type": "lifespan.shutdown.complete"})
+
+    def _hook_signals(self) -> None:
+        """Begin `shutdown()` as soon as SIGINT or SIGTERM arrives, then let the server's own
+        handler run. Servers such as uvicorn send `lifespan.shutdown` only once every
+        connection closed, and held requests would keep them waiting for good. Only where the
+        server installed Python handlers (uvicorn run in the main thread does); they stay in
+        charge, and restore what was there before when they stop."""
+        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+            return
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous = signal.getsignal(sig)
+            if callable(previous):
+                signal.signal(sig, partial(self._on_signal, loop, previous))
+
+    def _on_signal(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        previous: Callable[[int, Any], Any],
+        signum: int,
+        frame: Any,
+    ) -> None:
+        loop.call_soon_threadsafe(self._begin_shutdown)
+        previous(signum, frame)
+
+    def _begin_shutdown(self) -> None:
+        if self._shutdown_task is None:
+            self._shutdown_task = asyncio.ensure_future(self.shutdown())
 
     async def shutdown(self) -> None:
         """End every held session cleanly: streams with the end of their body, long-polls with
