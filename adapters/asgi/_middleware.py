@@ -287,7 +287,8 @@ class GripMiddleware(PublishConveniences[int]):
         signum: int,
         frame: Any,
     ) -> None:
-        loop.call_soon_threadsafe(self._begin_shutdown)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing is held any more
+            loop.call_soon_threadsafe(self._begin_shutdown)
         previous(signum, frame)
 
     def _begin_shutdown(self) -> None:
