@@ -24,7 +24,7 @@ import pytest
 import uvicorn
 from wsproto.events import CloseConnection, RejectConnection, RejectData
 
-from gripcore import PublishError
+from gripcore import ConfigError, PublishError
 from gripcore.asgi import GripMiddleware, current_middleware
 from gripcore.middleware import GripAsgiMiddleware, GripRequest
 from gripcore.origin import Channel, KeepAlive, hold_response, hold_stream
@@ -921,3 +921,18 @@ def test_signal_to_uvicorn_ends_held_sessions_cleanly(signum: int) -> None:
     # uvicorn re-raises a SIGTERM it handled once it is done: the default action ends it
     assert proc.returncode == (-signal.SIGTERM if signum == signal.SIGTERM else 0)
     assert errors == b""  # nothing logged at warning level or above, no traceback
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ({"max_output_buffer": 0}, "Config.max_output_buffer: must be an integer >= 1, got 0"),
+        ({"slow_consumer_policy": "panic"}, "Config.slow_consumer_policy: "),
+        ({"message_wait": -1.0}, "Config.message_wait: "),
+    ],
+)
+def test_options_are_checked_as_gripcore_serve_checks_them(
+    origin: Origin, option: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match="^" + message.replace(".", r"\.")):
+        GripMiddleware(origin, **option)

@@ -153,8 +153,8 @@ class GripMiddleware(PublishConveniences[int]):
     the same names, with the same defaults. `handle_signals`: start `shutdown()` on SIGINT and
     SIGTERM, before the server's own handlers run (see `_hook_signals`).
 
-    Raises `LocalProtocolError` (or `ProtocolError`) for a `sig_key` that does not parse or an
-    unknown policy.
+    Raises `ConfigError` for a value `gripcore serve` would refuse (the same checks), and
+    `ProtocolError` for a `sig_key` that does not parse.
     """
 
     def __init__(
@@ -180,20 +180,38 @@ class GripMiddleware(PublishConveniences[int]):
         self.app = app
         self.handle_signals = handle_signals
         self.publish_path = publish_path.rstrip("/") if publish_path is not None else None
-        self.publish_key = publish_key
-        self.publish_iss = publish_iss
-        self.sig_key: SigningKey | None = parse_key_spec(sig_key) if sig_key else None
-        self.sig_iss = sig_iss
-        self.debug = debug
-        self.max_request_body = max_request_body
-        self.max_publish_body = max_publish_body
-        self.max_content_size = max_content_size
-        self.hub = Hub(
-            max_channels_per_subscriber=max_channels_per_connection,
+        # the options `gripcore serve` has, checked by the same rules (ConfigError)
+        config = self.config = Config(
+            sig_key=sig_key,
+            sig_iss=sig_iss,
+            publish_key=publish_key,
+            publish_iss=publish_iss,
+            debug=debug,
+            max_request_body=max_request_body,
+            max_publish_body=max_publish_body,
+            max_content_size=max_content_size,
+            max_channels_per_connection=max_channels_per_connection,
             max_output_buffer=max_output_buffer,
-            overflow_policy=cast(OverflowPolicy, slow_consumer_policy),
+            slow_consumer_policy=slow_consumer_policy,
+            id_cache_ttl=id_cache_ttl,
+            message_wait=message_wait,
         )
-        sequencer: Sequencer[Any] = Sequencer(id_cache_ttl=id_cache_ttl, message_wait=message_wait)
+        self.publish_key = config.publish_key
+        self.publish_iss = config.publish_iss
+        self.sig_key: SigningKey | None = parse_key_spec(config.sig_key) if config.sig_key else None
+        self.sig_iss = config.sig_iss
+        self.debug = config.debug
+        self.max_request_body = config.max_request_body
+        self.max_publish_body = config.max_publish_body
+        self.max_content_size = config.max_content_size
+        self.hub = Hub(
+            max_channels_per_subscriber=config.max_channels_per_connection,
+            max_output_buffer=config.max_output_buffer,
+            overflow_policy=cast(OverflowPolicy, config.slow_consumer_policy),
+        )
+        sequencer: Sequencer[Any] = Sequencer(
+            id_cache_ttl=config.id_cache_ttl, message_wait=config.message_wait
+        )
         self.broker = Broker(self.hub, sequencer)
         self.closing = False
         self.sessions: set[_Session] = set()
