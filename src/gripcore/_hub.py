@@ -74,6 +74,7 @@ __all__ = [
     "Subscriber",
     "Subscription",
     "Transport",
+    "split_ws_messages",
 ]
 
 # Pushpin's connection_subscription_max: beyond it HTTP holds are truncated and WebSocket
@@ -225,9 +226,9 @@ def _chunk_end(buf: bytearray, pos: int) -> int | None:
     return end
 
 
-def _ws_frame_end(buf: bytearray, pos: int) -> tuple[int, bool, int] | None:
-    """(opcode, FIN, end) of the unmasked frame starting at `pos`, or None when no whole frame
-    this server could have framed (no RSV bits, no mask) is there."""
+def _ws_frame(buf: bytes | bytearray, pos: int) -> tuple[int, bool, int, int] | None:
+    """(opcode, FIN, payload start, end) of the unmasked frame starting at `pos`, or None when
+    no whole frame this server could have framed (no RSV bits, no mask) is there."""
     if pos + 2 > len(buf):
         return None
     first, second = buf[pos], buf[pos + 1]
@@ -242,7 +243,13 @@ def _ws_frame_end(buf: bytearray, pos: int) -> tuple[int, bool, int] | None:
     # a truncated header reads as a shorter length, but end still passes len(buf): None
     if end > len(buf):
         return None
-    return first & 0x0F, bool(first & _WS_FIN), end
+    return first & 0x0F, bool(first & _WS_FIN), pos + head, end
+
+
+def _ws_frame_end(buf: bytearray, pos: int) -> tuple[int, bool, int] | None:
+    """(opcode, FIN, end) of the unmasked frame starting at `pos`, or None (see `_ws_frame`)."""
+    frame = _ws_frame(buf, pos)
+    return None if frame is None else (frame[0], frame[1], frame[3])
 
 
 def _ws_message_end(buf: bytearray, pos: int) -> int | None:
@@ -262,6 +269,41 @@ def _ws_message_end(buf: bytearray, pos: int) -> int | None:
             return None  # cut short, or a control frame inside the message: leave it whole
         _, fin, pos = frame
     return pos
+
+
+def split_ws_messages(data: bytes | bytearray) -> list[tuple[int, bytes]]:
+    """The whole messages in WebSocket output framed here (a drained `outbuf`), as (opcode,
+    payload) pairs with continuation frames joined to their first frame: for a transport that
+    sends messages rather than frames (an ASGI server's `websocket.send`). Control frames
+    inside a fragmented message come out before it, as they went on the wire first.
+
+    Raises `LocalProtocolError` for bytes that are not whole frames of that kind (the buffer
+    must be drained whole, as the adapters do: it then starts and ends on a frame boundary).
+    """
+    messages: list[tuple[int, bytes]] = []
+    parts: list[bytes] = []
+    opcode = 0
+    pos = 0
+    while pos < len(data):
+        frame = _ws_frame(data, pos)
+        if frame is None:
+            raise LocalProtocolError(f"no whole WebSocket frame at offset {pos}")
+        kind, fin, start, pos = frame
+        payload = bytes(data[start:pos])
+        if kind >= 0x8:  # control frames are never fragmented
+            messages.append((kind, payload))
+            continue
+        if (kind == _WS_CONTINUATION) != bool(parts):
+            raise LocalProtocolError(f"unexpected WebSocket frame opcode {kind} at offset {pos}")
+        if not parts:
+            opcode = kind
+        parts.append(payload)
+        if fin:
+            messages.append((opcode, b"".join(parts)))
+            parts = []
+    if parts:
+        raise LocalProtocolError("WebSocket output ends inside a fragmented message")
+    return messages
 
 
 # where the message at a position ends, by framing; framings without boundaries are absent

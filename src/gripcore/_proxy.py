@@ -32,10 +32,13 @@ __all__ = [
     "Headers",
     "OriginRequest",
     "Passthrough",
+    "app_request_headers",
     "classify_response",
     "forwarded_for",
     "grip_last_headers",
     "link_destination",
+    "local_link_target",
+    "next_link_instruct",
     "origin_request_headers",
 ]
 
@@ -198,6 +201,26 @@ def origin_request_headers(
     return out
 
 
+def app_request_headers(
+    client_headers: Sequence[tuple[bytes, bytes]],
+    *,
+    sig_token: bytes | None = None,
+    extra: Sequence[tuple[bytes, bytes]] = (),
+) -> Headers:
+    """Headers of a client request handed to an application in the same process (embedded
+    mode, `gripcore.asgi`): the client's own, since no hop lies between them (the server that
+    parsed them already dealt with framing and hop-by-hop headers), minus every `Grip-*` header
+    (clients must not inject `Grip-Last` or `Grip-Sig`), plus `Grip-Feature`, the `Grip-Sig`
+    token when one is given, and `extra` (`Grip-Last`, say), as `origin_request_headers` adds
+    them for a GRIP route."""
+    out: Headers = [(n, v) for n, v in client_headers if not n.lower().startswith(b"grip-")]
+    out.append((b"Grip-Feature", GRIP_FEATURES))
+    if sig_token is not None:
+        out.append((b"Grip-Sig", sig_token))
+    out.extend(extra)
+    return out
+
+
 def grip_last_headers(prev_ids: Iterable[tuple[str, str]]) -> Headers:
     """`Grip-Last: <channel>; last-id="<id>"` for each (un-prefixed channel, id).
 
@@ -267,3 +290,44 @@ def link_destination(
     if any(h.lower() == host and p == port for h, p in allowed):
         return Target(host, port, ssl=parts.scheme == "https"), path.encode("latin-1", "replace")
     return None
+
+
+def local_link_target(url: str, *, request_uri: str) -> bytes | None:
+    """The request target (path and query) of an origin-supplied link that points back at the
+    application itself, or None. For embedded mode, where the origin is the application in the
+    same process: a link is followed there only when its scheme, host and port are those of
+    the request it came with (`Grip-Link`s are already resolved against that request's URI),
+    so that an origin cannot make the proxy reach anywhere else. Never raises."""
+    link, request = urlsplit(url), urlsplit(request_uri)
+    default = {"http": 80, "https": 443}
+    try:
+        same = (link.scheme, link.hostname, link.port or default.get(link.scheme)) == (
+            request.scheme,
+            request.hostname,
+            request.port or default.get(request.scheme),
+        )
+    except ValueError:  # a port that is not a number
+        return None
+    if not same or not link.hostname:
+        return None
+    target = (link.path or "/") + (f"?{link.query}" if link.query else "")
+    return target.encode("latin-1", "replace")
+
+
+def next_link_instruct(
+    status: int,
+    reason: bytes,
+    headers: Sequence[tuple[bytes, bytes]],
+    body: bytes,
+    *,
+    request_uri: str | None = None,
+) -> Instruct | None:
+    """What a stream hold makes of the answer to its next-link request (pushpin-behaviour.md
+    section 3.4): None when the fetch failed (a status other than 2xx), the body as more stream
+    content with no hold for a plain answer, else the GRIP instructions. Raises `InstructError`
+    for GRIP instructions that do not parse (the fetch failed too)."""
+    if not 200 <= status < 300:
+        return None
+    if not is_grip_response(list(headers)):
+        return Instruct(status=status, reason=reason, body=body)
+    return parse_instruct(status, reason, list(headers), body, request_uri=request_uri)

@@ -59,6 +59,7 @@ __all__ = [
     "WebSocketAction",
     "close_payload",
     "encode_frames",
+    "parse_close_payload",
 ]
 
 # Frames toward the client carry at most this much (Pushpin splits messages at 16 KiB).
@@ -115,6 +116,14 @@ def close_payload(code: int | None, reason: str) -> bytes:
     # a close frame carries 125 bytes: the code and 123 of reason, cut between characters
     cut = reason.encode("utf-8")[:123].decode("utf-8", "ignore")
     return code.to_bytes(2, "big") + cut.encode("utf-8")
+
+
+def parse_close_payload(payload: bytes) -> tuple[int | None, str]:
+    """(code, reason) of a close frame's payload as `close_payload` writes it: no code for an
+    empty payload. Undecodable reason bytes are replaced; never raises."""
+    if len(payload) < 2:
+        return None, ""
+    return int.from_bytes(payload[:2], "big"), payload[2:].decode("utf-8", "replace")
 
 
 def encode_frames(opcode: int, payload: bytes) -> bytes:
