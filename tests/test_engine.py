@@ -27,11 +27,15 @@ from gripcore._engine import (
     ScriptCall,
     Subscribe,
     Unsubscribe,
+    client_options,
     decode_item,
     encode_item,
+    link_back_message,
+    link_lost_message,
     link_silent,
     next_backoff,
     parse_engine_url,
+    pubsub_options,
 )
 from gripcore._errors import LocalProtocolError, PublishError
 from gripcore._history import History
@@ -573,3 +577,18 @@ def test_reconnect_backoff_and_health_policy() -> None:
     assert not link_silent(10.0, 10.0 + 3 * HEALTH_INTERVAL)
     assert link_silent(10.0, 10.0 + 3 * HEALTH_INTERVAL + 0.01)
     assert link_silent(0.0, 0.4, interval=0.1)
+
+
+def test_driver_options_and_messages() -> None:
+    target = parse_engine_url("rediss://u:pw@h:7000/3")
+    client = client_options(target)
+    assert (client["host"], client["port"], client["db"], client["ssl"]) == ("h", 7000, 3, True)
+    assert (client["username"], client["password"], client["protocol"]) == ("u", "pw", 2)
+    pubsub = pubsub_options(target)
+    assert pubsub["socket_timeout"] is None and pubsub["socket_keepalive"] is True
+    assert "db" not in pubsub  # pub/sub channels are global to the server
+    lost = link_lost_message(target, "Connection refused")
+    assert lost.startswith("lost the Redis engine at rediss://h:7000/3 (Connection refused)")
+    assert link_back_message(target, 2.25).startswith(
+        "Redis engine at rediss://h:7000/3 reconnected after 2.2 s"
+    )

@@ -47,11 +47,17 @@ import h11
 
 from gripcore._errors import LocalProtocolError
 from gripcore._originhttp import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_IDLE_PER_HOST,
+    DEFAULT_RESPONSE_TIMEOUT,
     MAX_RESPONSE_HEAD_SIZE,
     NEED_DATA,
     OriginError,
     OriginErrorKind,
     OriginHttp,
+    OriginStats,
+    PoolKey,
     StaleConnectionError,
     build_origin_request,
     content_length,
@@ -74,44 +80,9 @@ __all__ = [
     "OriginStats",
 ]
 
-# A local or LAN origin accepts in milliseconds; 5 s covers a slow TLS handshake on a loaded host
-# without keeping a client waiting much longer than a browser user would tolerate.
-DEFAULT_CONNECT_TIMEOUT = 5.0
-
-# Above Pushpin's 55 s default hold timeout so that an origin slow to decide is not cut short,
-# yet a hung origin still frees the client within about a minute.
-DEFAULT_RESPONSE_TIMEOUT = 60.0
-
-# Enough idle connections to absorb a burst of requests to one origin without reconnecting, few
-# enough that an idle proxy holds a handful of file descriptors per origin, not hundreds.
-DEFAULT_MAX_IDLE_PER_HOST = 32
-
-# Below the keep-alive timeouts of common origin servers (nginx 75 s, Apache 5 s is shorter and is
-# what the stale-connection retry is for), so that most idle connections end on our side.
-DEFAULT_IDLE_TIMEOUT = 30.0
-
 # One full socket read (asyncio reads up to 256 KiB at a time); beyond this the origin waits in
 # the kernel's buffers until the consumer catches up.
 MAX_BUFFERED_BYTES = 256 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class OriginStats:
-    """Connection counts of an `OriginClient`, for tests and metrics."""
-
-    open_connections: int
-    """Connections not yet closed: idle in the pool or serving a request."""
-    idle_connections: int
-    """Connections waiting in the pool for reuse."""
-
-
-@dataclass(frozen=True, slots=True)
-class _PoolKey:
-    host: str
-    port: int
-    ssl: bool
-    insecure: bool
-    server_hostname: str | None
 
 
 class _OriginConnection(asyncio.Protocol):
@@ -119,7 +90,7 @@ class _OriginConnection(asyncio.Protocol):
 
     def __init__(
         self,
-        key: _PoolKey,
+        key: PoolKey,
         on_close: Callable[[_OriginConnection], None],
     ) -> None:
         self.key = key
@@ -385,7 +356,7 @@ class OriginClient:
         self._idle_timeout = idle_timeout
         self._ssl_context = ssl_context
         self._insecure_context: ssl_module.SSLContext | None = None
-        self._idle: dict[_PoolKey, deque[_OriginConnection]] = {}
+        self._idle: dict[PoolKey, deque[_OriginConnection]] = {}
         self._open: set[_OriginConnection] = set()
         self._closed = False
 
@@ -428,7 +399,7 @@ class OriginClient:
         except UnicodeError as exc:
             raise LocalProtocolError(f"invalid origin host {host!r}: {exc}") from exc
         request = build_origin_request(wire_host, port, method, target, headers, body, ssl)
-        key = _PoolKey(host, port, ssl, insecure, server_hostname if ssl else None)
+        key = PoolKey(host, port, ssl, insecure, server_hostname if ssl else None)
         connection = self._checkout(key)
         if connection is not None:
             try:
@@ -453,7 +424,7 @@ class OriginClient:
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _context_for(self, key: _PoolKey) -> ssl_module.SSLContext:
+    def _context_for(self, key: PoolKey) -> ssl_module.SSLContext:
         if key.insecure:
             if self._insecure_context is None:
                 context = ssl_module.create_default_context()
@@ -465,7 +436,7 @@ class OriginClient:
             self._ssl_context = ssl_module.create_default_context()
         return self._ssl_context
 
-    async def _connect(self, key: _PoolKey) -> _OriginConnection:
+    async def _connect(self, key: PoolKey) -> _OriginConnection:
         loop = asyncio.get_running_loop()
         origin = origin_label(key.host, key.port)
         try:
@@ -518,7 +489,7 @@ class OriginClient:
             raise
         return response
 
-    def _checkout(self, key: _PoolKey) -> _OriginConnection | None:
+    def _checkout(self, key: PoolKey) -> _OriginConnection | None:
         # Every pooled connection is open and silent: one that the origin closes or writes to
         # leaves the pool at once (see _OriginConnection), so the most recent one is taken as is.
         pool = self._idle.get(key)

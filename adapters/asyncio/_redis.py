@@ -27,7 +27,6 @@ from typing import Any
 
 from gripcore._engine import (
     BACKOFF_MIN,
-    COMMAND_TIMEOUT,
     CONNECT_TIMEOUT,
     HEALTH_INTERVAL,
     PUBLISH_SCRIPT,
@@ -37,8 +36,12 @@ from gripcore._engine import (
     RedisEngine,
     Subscribe,
     Unsubscribe,
+    client_options,
+    link_back_message,
+    link_lost_message,
     link_silent,
     next_backoff,
+    pubsub_options,
 )
 from gripcore._hub import PublishResult
 from gripcore._items import Item
@@ -95,18 +98,7 @@ class RedisDriver:
             ) from None
         self._errors = (RedisError, OSError)
         target = self.engine.target
-        self._client = aioredis.Redis(
-            host=target.host,
-            port=target.port,
-            db=target.db,
-            username=target.username,
-            password=target.password,
-            ssl=target.tls,
-            socket_connect_timeout=CONNECT_TIMEOUT,
-            socket_timeout=COMMAND_TIMEOUT,
-            retry=Retry(NoBackoff(), 0),  # a publish that fails gets its 503 now, not later
-            protocol=2,  # the replies the core parses (as redis-py 5 and Redis 5+ give them)
-        )
+        self._client = aioredis.Redis(**client_options(target), retry=Retry(NoBackoff(), 0))
         self._script = self._client.register_script(PUBLISH_SCRIPT)
         try:
             await self._client.ping()
@@ -141,16 +133,7 @@ class RedisDriver:
 
         target = self.engine.target
         cls = SSLConnection if target.tls else Connection
-        conn: Any = cls(
-            host=target.host,
-            port=target.port,
-            username=target.username,
-            password=target.password,
-            socket_connect_timeout=CONNECT_TIMEOUT,
-            socket_timeout=None,  # pushes come when they come; a broken link reads as EOF
-            socket_keepalive=True,
-            protocol=2,  # RESP2: channel messages are plain replies to read, not push callbacks
-        )
+        conn: Any = cls(**pubsub_options(target))
         await conn.connect()
         return conn
 
@@ -258,12 +241,7 @@ class RedisDriver:
             self._outbox.clear()
             gap = engine.link_up(loop.time())
             if gap is not None:
-                log.warning(
-                    "Redis engine at %s reconnected after %.1f s; items published in that gap "
-                    "were refused (503) or not received by this node",
-                    target,
-                    gap,
-                )
+                log.warning(link_back_message(engine.target, gap))
             self._up.set()
             try:
                 while True:
@@ -273,12 +251,7 @@ class RedisDriver:
             except self._errors as exc:
                 self._conn = None
                 engine.link_down(loop.time())
-                log.error(
-                    "lost the Redis engine at %s (%s): held connections stay open, publishes "
-                    "get 503 until it is back; reconnecting",
-                    target,
-                    exc or type(exc).__name__,
-                )
+                log.error(link_lost_message(engine.target, str(exc) or type(exc).__name__))
                 await conn.disconnect()
                 conn = None
 

@@ -29,17 +29,16 @@ from typing import Any, cast
 
 from gripcore._config import Config
 from gripcore._connection import OriginWsLink, ProxyConnection
-from gripcore._engine import EngineUnavailable, MemoryEngine, RedisEngine
+from gripcore._engine import EngineUnavailable, RedisEngine
 from gripcore._errors import ProtocolError
 from gripcore._items import Item
-from gripcore._metrics import Counter, Registry
 from gripcore._node import (
     ConnectOriginWebSocket,
     DiscardBody,
     Flow,
     FlowOp,
-    LocalPublishing,
     NextChunk,
+    NodeServer,
     OriginRequest,
     ProxyNode,
     PublishConnection,
@@ -47,7 +46,7 @@ from gripcore._node import (
     run_flow_step,
 )
 from gripcore._originhttp import OriginError
-from gripcore._routes import RouteTable, Target
+from gripcore._routes import Target
 
 from ._origin import OriginClient
 from ._redis import RedisDriver
@@ -73,7 +72,7 @@ def _clock() -> float:
     return asyncio.get_running_loop().time()
 
 
-class Server(LocalPublishing):
+class Server(NodeServer):
     """One gripcore proxy: client listeners, the publish API and the node they share."""
 
     def __init__(self, config: Config) -> None:
@@ -109,30 +108,6 @@ class Server(LocalPublishing):
         self._tasks: set[asyncio.Task[Any]] = set()
         self.listen_addresses: list[tuple[str, int]] = []
         self.publish_address: tuple[str, int] | None = None
-
-    # what tests and embedding code look at
-    @property
-    def broker(self) -> MemoryEngine | RedisEngine:
-        return self.node.broker
-
-    @property
-    def routes(self) -> RouteTable | None:
-        return self.node.routes
-
-    @property
-    def connections(self) -> set[ProxyConnection]:
-        return self.node.connections
-
-    @property
-    def metrics(self) -> Registry:
-        return self.node.metrics
-
-    @property
-    def slow_consumers(self) -> Counter:
-        return self.node.slow_consumers
-
-    def reload_routes(self) -> None:
-        self.node.reload_routes()
 
     # --- setup and shutdown ---
 

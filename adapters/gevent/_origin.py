@@ -18,7 +18,6 @@ import select
 import socket as stdlib_socket
 import time
 from collections import deque
-from dataclasses import dataclass
 
 import gevent
 import gevent.socket
@@ -27,9 +26,15 @@ import h11
 
 from gripcore._errors import LocalProtocolError
 from gripcore._originhttp import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_IDLE_PER_HOST,
+    DEFAULT_RESPONSE_TIMEOUT,
     NEED_DATA,
     OriginError,
     OriginHttp,
+    OriginStats,
+    PoolKey,
     StaleConnectionError,
     build_origin_request,
     content_length,
@@ -40,30 +45,11 @@ from gripcore._originhttp import (
 
 __all__ = ["OriginClient", "OriginResponse", "OriginStats"]
 
-DEFAULT_CONNECT_TIMEOUT = 5.0
-DEFAULT_RESPONSE_TIMEOUT = 60.0
-DEFAULT_MAX_IDLE_PER_HOST = 32
-DEFAULT_IDLE_TIMEOUT = 30.0
 _READ_SIZE = 256 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class OriginStats:
-    open_connections: int
-    idle_connections: int
-
-
-@dataclass(frozen=True, slots=True)
-class _PoolKey:
-    host: str
-    port: int
-    ssl: bool
-    insecure: bool
-    server_hostname: str | None
-
-
 class _Connection:
-    def __init__(self, key: _PoolKey, sock: gevent.socket.socket) -> None:
+    def __init__(self, key: PoolKey, sock: gevent.socket.socket) -> None:
         self.key = key
         self.sock = sock
         self.origin = origin_label(key.host, key.port)
@@ -165,7 +151,7 @@ class OriginClient:
         self._response_timeout = response_timeout
         self._max_idle_per_host = max_idle_per_host
         self._idle_timeout = idle_timeout
-        self._idle: dict[_PoolKey, deque[_Connection]] = {}
+        self._idle: dict[PoolKey, deque[_Connection]] = {}
         self._open: set[_Connection] = set()
         self._closed = False
 
@@ -197,7 +183,7 @@ class OriginClient:
         except UnicodeError as exc:
             raise LocalProtocolError(f"invalid origin host {host!r}: {exc}") from exc
         request = build_origin_request(wire_host, port, method, target, headers, body, ssl)
-        key = _PoolKey(host, port, ssl, insecure, server_hostname if ssl else None)
+        key = PoolKey(host, port, ssl, insecure, server_hostname if ssl else None)
         connection = self._checkout(key)
         if connection is not None:
             try:
@@ -217,7 +203,7 @@ class OriginClient:
         for connection in list(self._open):
             self._forget(connection)
 
-    def _connect(self, key: _PoolKey) -> _Connection:
+    def _connect(self, key: PoolKey) -> _Connection:
         origin = origin_label(key.host, key.port)
         try:
             sock = gevent.socket.create_connection(
@@ -270,7 +256,7 @@ class OriginClient:
         finally:
             timer.close()
 
-    def _checkout(self, key: _PoolKey) -> _Connection | None:
+    def _checkout(self, key: PoolKey) -> _Connection | None:
         pool = self._idle.get(key)
         now = time.monotonic()
         while pool:

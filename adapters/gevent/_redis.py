@@ -25,7 +25,6 @@ import gevent.pool
 
 from gripcore._engine import (
     BACKOFF_MIN,
-    COMMAND_TIMEOUT,
     CONNECT_TIMEOUT,
     HEALTH_INTERVAL,
     PUBLISH_SCRIPT,
@@ -35,8 +34,12 @@ from gripcore._engine import (
     RedisEngine,
     Subscribe,
     Unsubscribe,
+    client_options,
+    link_back_message,
+    link_lost_message,
     link_silent,
     next_backoff,
+    pubsub_options,
 )
 from gripcore._hub import PublishResult
 from gripcore._items import Item
@@ -107,18 +110,7 @@ class RedisDriver:
         # ValueError: redis-py's reader when the connection is closed under it (health check)
         self._errors = (RedisError, OSError, ValueError)
         target = self.engine.target
-        self._client = redis.Redis(
-            host=target.host,
-            port=target.port,
-            db=target.db,
-            username=target.username,
-            password=target.password,
-            ssl=target.tls,
-            socket_connect_timeout=CONNECT_TIMEOUT,
-            socket_timeout=COMMAND_TIMEOUT,
-            retry=Retry(NoBackoff(), 0),  # a publish that fails gets its 503 now, not later
-            protocol=2,
-        )
+        self._client = redis.Redis(**client_options(target), retry=Retry(NoBackoff(), 0))
         self._script = self._client.register_script(PUBLISH_SCRIPT)
         try:
             self._blocking(self._client.ping)
@@ -147,16 +139,7 @@ class RedisDriver:
 
         target = self.engine.target
         cls = SSLConnection if target.tls else Connection
-        conn: Any = cls(
-            host=target.host,
-            port=target.port,
-            username=target.username,
-            password=target.password,
-            socket_connect_timeout=CONNECT_TIMEOUT,
-            socket_timeout=None,  # pushes come when they come; a broken link reads as EOF
-            socket_keepalive=True,
-            protocol=2,
-        )
+        conn: Any = cls(**pubsub_options(target))
         conn.connect()
         return conn
 
@@ -282,24 +265,14 @@ class RedisDriver:
         self._outbox.clear()
         gap = self.engine.link_up(now)
         if gap is not None:
-            log.warning(
-                "Redis engine at %s reconnected after %.1f s; items published in that gap "
-                "were refused (503) or not received by this node",
-                self.engine.target.display,
-                gap,
-            )
+            log.warning(link_back_message(self.engine.target, gap))
         self._up.set()
 
     def _link_down(self, conn: Any, reason: str) -> None:
         if self._conn is conn:
             self._conn = None
         self.engine.link_down(time.monotonic())
-        log.error(
-            "lost the Redis engine at %s (%s): held connections stay open, publishes "
-            "get 503 until it is back; reconnecting",
-            self.engine.target.display,
-            reason,
-        )
+        log.error(link_lost_message(self.engine.target, reason))
 
     def _on_push(self, push: Any) -> None:
         self._last_rx = now = time.monotonic()

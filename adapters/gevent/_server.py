@@ -32,17 +32,16 @@ import gevent.ssl
 
 from gripcore._config import Config
 from gripcore._connection import OriginWsLink, ProxyConnection
-from gripcore._engine import EngineUnavailable, MemoryEngine, RedisEngine
+from gripcore._engine import EngineUnavailable, RedisEngine
 from gripcore._errors import ProtocolError
 from gripcore._items import Item
-from gripcore._metrics import Counter, Registry
 from gripcore._node import (
     ConnectOriginWebSocket,
     DiscardBody,
     Flow,
     FlowOp,
-    LocalPublishing,
     NextChunk,
+    NodeServer,
     OriginRequest,
     ProxyNode,
     PublishConnection,
@@ -50,7 +49,7 @@ from gripcore._node import (
     run_flow_step,
 )
 from gripcore._originhttp import OriginError, describe_os_error
-from gripcore._routes import RouteTable, Target
+from gripcore._routes import Target
 
 from ._origin import OriginClient
 from ._redis import RedisDriver
@@ -178,7 +177,7 @@ class LinkIO(_Writer):
     """The socket of a core `OriginWsLink`."""
 
 
-class Server(LocalPublishing):
+class Server(NodeServer):
     """One gripcore proxy on gevent: client listeners, the publish API and the shared node."""
 
     def __init__(self, config: Config) -> None:
@@ -215,29 +214,6 @@ class Server(LocalPublishing):
         self.publish_connections: set[_Writer] = set()
         self.listen_addresses: list[tuple[str, int]] = []
         self.publish_address: tuple[str, int] | None = None
-
-    @property
-    def broker(self) -> MemoryEngine | RedisEngine:
-        return self.node.broker
-
-    @property
-    def routes(self) -> RouteTable | None:
-        return self.node.routes
-
-    @property
-    def connections(self) -> set[ProxyConnection]:
-        return self.node.connections
-
-    @property
-    def metrics(self) -> Registry:
-        return self.node.metrics
-
-    @property
-    def slow_consumers(self) -> Counter:
-        return self.node.slow_consumers
-
-    def reload_routes(self) -> None:
-        self.node.reload_routes()
 
     # --- setup and shutdown ---
 

@@ -45,7 +45,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ._broker import Broker, BrokerStats
@@ -71,7 +71,11 @@ __all__ = [
     "ScriptCall",
     "Subscribe",
     "Unsubscribe",
+    "client_options",
+    "link_back_message",
+    "link_lost_message",
     "parse_engine_url",
+    "pubsub_options",
 ]
 
 # How long a node stays subscribed in Redis after a channel's last local subscriber left. Clients
@@ -112,6 +116,50 @@ HEALTH_INTERVAL = 5.0
 class EngineUnavailable(Exception):
     """The engine cannot be reached (at start: exit with an error; on publish: a 503). Raised
     by the adapters' engine drivers."""
+
+
+def client_options(target: RedisTarget) -> dict[str, Any]:
+    """redis-py client options (sync or asyncio) for the command connection pool; the driver
+    adds `retry=Retry(NoBackoff(), 0)` so a failed publish gets its 503 now, not later."""
+    return {
+        "host": target.host,
+        "port": target.port,
+        "db": target.db,
+        "username": target.username,
+        "password": target.password,
+        "ssl": target.tls,
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "socket_timeout": COMMAND_TIMEOUT,
+        "protocol": 2,  # the replies the core parses (as redis-py 5 and Redis 5+ give them)
+    }
+
+
+def pubsub_options(target: RedisTarget) -> dict[str, Any]:
+    """redis-py `Connection` options for the pub/sub connection (SSLConnection when `tls`)."""
+    return {
+        "host": target.host,
+        "port": target.port,
+        "username": target.username,
+        "password": target.password,
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "socket_timeout": None,  # pushes come when they come; a broken link reads as EOF
+        "socket_keepalive": True,
+        "protocol": 2,  # RESP2: channel messages are plain replies to read, not push callbacks
+    }
+
+
+def link_lost_message(target: RedisTarget, reason: str) -> str:
+    return (
+        f"lost the Redis engine at {target.display} ({reason}): held connections stay open, "
+        "publishes get 503 until it is back; reconnecting"
+    )
+
+
+def link_back_message(target: RedisTarget, gap: float) -> str:
+    return (
+        f"Redis engine at {target.display} reconnected after {gap:.1f} s; items published in "
+        "that gap were refused (503) or not received by this node"
+    )
 
 
 def next_backoff(delay: float) -> float:

@@ -38,7 +38,7 @@ from ._history import History
 from ._hub import Hub, OverflowPolicy, PublishResult, Subscriber, Transport
 from ._instruct import reason_phrase
 from ._items import Item
-from ._metrics import Registry
+from ._metrics import Counter, Registry
 from ._originhttp import OriginError
 from ._publishapi import PublishResponse, engine_unavailable_response, handle_publish_request
 from ._publishing import PublishConveniences
@@ -58,6 +58,7 @@ __all__ = [
     "FlowOp",
     "LocalPublishing",
     "NextChunk",
+    "NodeServer",
     "OriginRequest",
     "ProxyNode",
     "PublishConnection",
@@ -515,6 +516,34 @@ class LocalPublishing(PublishConveniences[int]):
         batch = [items] if isinstance(items, Item) else list(items)
         self.node.publish(batch)
         return len(batch)
+
+
+class NodeServer(LocalPublishing):
+    """What both drivers' `Server` classes expose around their `node` (tests and embedding
+    code look at these): the engine, routes, connections, metrics; in-process publishing."""
+
+    @property
+    def broker(self) -> MemoryEngine | RedisEngine:
+        return self.node.broker
+
+    @property
+    def routes(self) -> RouteTable | None:
+        return self.node.routes
+
+    @property
+    def connections(self) -> set[ProxyConnection]:
+        return self.node.connections
+
+    @property
+    def metrics(self) -> Registry:
+        return self.node.metrics
+
+    @property
+    def slow_consumers(self) -> Counter:
+        return self.node.slow_consumers
+
+    def reload_routes(self) -> None:
+        self.node.reload_routes()
 
 
 class PublishConnection:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import ssl
+from dataclasses import dataclass
 from typing import Literal
 
 import h11
@@ -24,11 +25,17 @@ import h11
 from ._errors import LocalProtocolError
 
 __all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_MAX_IDLE_PER_HOST",
+    "DEFAULT_RESPONSE_TIMEOUT",
     "MAX_RESPONSE_HEAD_SIZE",
     "NEED_DATA",
     "OriginError",
     "OriginErrorKind",
     "OriginHttp",
+    "OriginStats",
+    "PoolKey",
     "StaleConnectionError",
     "build_origin_request",
     "content_length",
@@ -48,6 +55,44 @@ MAX_RESPONSE_HEAD_SIZE = 64 * 1024
 _METHODS_WITH_BODY = frozenset({b"POST", b"PUT", b"PATCH"})
 
 _HTTP_PREFIX = b"HTTP/"
+
+# A local or LAN origin accepts in milliseconds; 5 s covers a slow TLS handshake on a loaded host
+# without keeping a client waiting much longer than a browser user would tolerate.
+DEFAULT_CONNECT_TIMEOUT = 5.0
+
+# Above Pushpin's 55 s default hold timeout so that an origin slow to decide is not cut short,
+# yet a hung origin still frees the client within about a minute.
+DEFAULT_RESPONSE_TIMEOUT = 60.0
+
+# Enough idle connections to absorb a burst of requests to one origin without reconnecting, few
+# enough that an idle proxy holds a handful of file descriptors per origin, not hundreds.
+DEFAULT_MAX_IDLE_PER_HOST = 32
+
+# Below the keep-alive timeouts of common origin servers (nginx 75 s, Apache 5 s is shorter and is
+# what the stale-connection retry is for), so that most idle connections end on our side.
+DEFAULT_IDLE_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class OriginStats:
+    """Connection counts of an `OriginClient`, for tests and metrics."""
+
+    open_connections: int
+    """Connections not yet closed: idle in the pool or serving a request."""
+    idle_connections: int
+    """Connections waiting in the pool for reuse."""
+
+
+@dataclass(frozen=True, slots=True)
+class PoolKey:
+    """Which origin connections may be shared: one pool per key."""
+
+    host: str
+    port: int
+    ssl: bool
+    insecure: bool
+    server_hostname: str | None
+
 
 NEED_DATA = h11.NEED_DATA
 """`OriginHttp.next_chunk` needs more bytes before it can say."""
