@@ -14,8 +14,8 @@ adapter drives it; this module only moves ASGI messages and arms timers:
   calls the app in process with an HTTP POST scope carrying `application/websocket-events`,
   exactly as a proxy would POST to an origin, and the answer goes back to the gateway.
 * Output: the hub writes framed bytes into each subscriber's `outbuf` (raw body bytes for
-  streams, WebSocket frames for WebSockets); `Broker.publish` returns the subscribers it woke,
-  `wake` collects their sessions and schedules one flush per loop iteration, and each session
+  streams, WebSocket frames for WebSockets); the node (`gripcore._node.ProxyNode`, as in
+  `gripcore serve`) marks their sessions and asks for one flush pass per loop iteration, and each session
   then sends everything pending in one ASGI message (`http.response.body` with
   `more_body=True`; for WebSockets, the frames are split back into messages with
   `_hub.split_ws_messages`, as ASGI sends messages, not frames).
@@ -46,11 +46,11 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from functools import partial
-from typing import Any, cast
+from typing import Any
 from urllib.parse import unquote
 
-from gripcore._broker import Broker
 from gripcore._config import Config
+from gripcore._engine import MemoryEngine
 from gripcore._errors import InstructError, LocalProtocolError
 from gripcore._holds import (
     EndStream,
@@ -62,9 +62,10 @@ from gripcore._holds import (
     Retry,
     StreamHold,
 )
-from gripcore._hub import Framing, Hub, OverflowPolicy, Subscriber, Transport, split_ws_messages
+from gripcore._hub import Framing, Subscriber, Transport, split_ws_messages
 from gripcore._instruct import Instruct, instruct_body_limit, is_grip_response, reason_phrase
 from gripcore._items import Item, parse_item
+from gripcore._node import ProxyNode
 from gripcore._proxy import (
     app_request_headers,
     classify_response,
@@ -74,8 +75,6 @@ from gripcore._proxy import (
 )
 from gripcore._publishapi import handle_publish_request
 from gripcore._publishing import PublishConveniences
-from gripcore._sequencer import Sequencer
-from gripcore._sig import SigningKey, mint_sig, parse_key_spec
 from gripcore._wsgateway import OriginPost, WebSocketGateway
 from gripcore._wsgrip import (
     AcceptClient,
@@ -198,27 +197,30 @@ class GripMiddleware(PublishConveniences[int]):
         )
         self.publish_key = config.publish_key
         self.publish_iss = config.publish_iss
-        self.sig_key: SigningKey | None = parse_key_spec(config.sig_key) if config.sig_key else None
-        self.sig_iss = config.sig_iss
         self.debug = config.debug
         self.max_request_body = config.max_request_body
         self.max_publish_body = config.max_publish_body
         self.max_content_size = config.max_content_size
-        self.hub = Hub(
-            max_channels_per_subscriber=config.max_channels_per_connection,
-            max_output_buffer=config.max_output_buffer,
-            overflow_policy=cast(OverflowPolicy, config.slow_consumer_policy),
+        # the node of `gripcore serve` without its listeners: engine (hub, sequencer), signing,
+        # metrics, and the flush passes and broker timer this driver schedules on the loop
+        self.node = ProxyNode(
+            config,
+            clock=_clock,
+            wall_clock=time.time,
+            read_file=_read_file,
+            is_file=os.path.isfile,
+            random_bytes=os.urandom,
         )
-        sequencer: Sequencer[Any] = Sequencer(
-            id_cache_ttl=config.id_cache_ttl, message_wait=config.message_wait
-        )
-        self.broker = Broker(self.hub, sequencer)
+        self.node.schedule_flush = self._schedule_flush
+        self.node.set_broker_timer = self._set_broker_timer
+        broker = self.node.broker
+        assert isinstance(broker, MemoryEngine)  # embedded mode has the in-process engine
+        self.broker = broker
+        self.hub = self.broker.hub
         self.closing = False
         self.sessions: set[_Session] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._dirty: dict[_Session, None] = {}
-        self._flush_scheduled = False
         self._broker_timer: asyncio.TimerHandle | None = None
         self._shutdown_task: asyncio.Task[None] | None = None
 
@@ -345,9 +347,7 @@ class GripMiddleware(PublishConveniences[int]):
         return task
 
     def sign(self) -> bytes | None:
-        if self.sig_key is None:
-            return None
-        return mint_sig(self.sig_key, self.sig_iss, time.time()).encode("ascii")
+        return self.node.sign(None)
 
     # --- publishing and fan-out ---
 
@@ -375,28 +375,12 @@ class GripMiddleware(PublishConveniences[int]):
         return len(parsed)
 
     def _publish_now(self, items: Sequence[Item]) -> None:
-        loop = asyncio.get_running_loop()
-        result = self.broker.publish(items, loop.time())
-        self.wake(result.woken)
-        self._arm_broker_timer()
+        self.node.publish(items)
 
-    def wake(self, woken: Sequence[Any]) -> None:
-        """Collect the sessions of woken subscribers; one flush per loop iteration serves them
-        all, so a session sends once however many items arrived meanwhile."""
-        for sub in woken:
-            self._dirty[sub.owner] = None
-        if self._dirty and not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+    def _schedule_flush(self) -> None:
+        asyncio.get_running_loop().call_soon(self.node.flush_pass)
 
-    def _flush(self) -> None:
-        dirty, self._dirty = self._dirty, {}
-        self._flush_scheduled = False
-        for session in dirty:
-            session.kick()
-
-    def _arm_broker_timer(self) -> None:
-        deadline = self.broker.next_deadline()
+    def _set_broker_timer(self, deadline: float | None) -> None:
         if self._broker_timer is not None:
             self._broker_timer.cancel()
             self._broker_timer = None
@@ -406,9 +390,7 @@ class GripMiddleware(PublishConveniences[int]):
 
     def _on_broker_timer(self) -> None:
         self._broker_timer = None
-        result = self.broker.handle_timer(asyncio.get_running_loop().time())
-        self.wake(result.woken)
-        self._arm_broker_timer()
+        self.node.handle_broker_timer()
 
     # --- the publish API ---
 
@@ -439,6 +421,16 @@ class GripMiddleware(PublishConveniences[int]):
             self._publish_now(response.items)
             log.info("publish items=%d", len(response.items))
         await _send_whole(send, response.status, response.headers, response.body)
+
+
+def _clock() -> float:
+    loop = _running_loop()
+    return loop.time() if loop is not None else time.monotonic()
+
+
+def _read_file(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -506,6 +498,8 @@ class _Session:
 
     def kick(self) -> None:
         self.wakeup.set()
+
+    flush_output = kick  # the node's flush pass wakes the session, which sends what is due
 
     def request_shutdown(self) -> None:
         self.shutting_down = True
