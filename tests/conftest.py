@@ -50,7 +50,13 @@ def _close_test_clients() -> Iterator[None]:
         OPEN_CLIENTS.pop().close()
 
 
-@pytest.fixture(scope="module", params=["asyncio", "gevent"])
+# Both adapters in the compiled leg; the pure-twin leg (GRIPCORE_NO_EXTENSIONS=1) re-runs the
+# end-to-end suites for the core's pure twin, which the adapter choice does not change: asyncio
+# only there, to keep `make test` short.
+ADAPTERS = ["asyncio"] if os.environ.get("GRIPCORE_NO_EXTENSIONS") == "1" else ["asyncio", "gevent"]
+
+
+@pytest.fixture(scope="module", params=ADAPTERS)
 def proxy_adapter(request: pytest.FixtureRequest) -> Iterator[str]:
     """Run the test once per adapter: `running_proxy` starts that one (tests/e2e_support.py)."""
     from . import e2e_support
