@@ -85,6 +85,8 @@ from gripcore._wsgrip import (
 )
 from gripcore.middleware import AsgiApp, AsgiMessage, AsgiReceive, AsgiScope, AsgiSend
 
+from ..asyncio._scheduling import LoopScheduling
+
 __all__ = ["GripMiddleware", "current_middleware"]
 
 log = logging.getLogger("gripcore.asgi")
@@ -140,7 +142,7 @@ def _request_uri(scope: AsgiScope, headers: Sequence[tuple[bytes, bytes]]) -> st
     return f"{scheme}://{host}{target}"
 
 
-class GripMiddleware(PublishConveniences[int]):
+class GripMiddleware(PublishConveniences[int], LoopScheduling):
     """`app = GripMiddleware(inner_app)`: GRIP holds, WebSocket-over-HTTP and publishing in the
     ASGI server's own process.
 
@@ -376,21 +378,6 @@ class GripMiddleware(PublishConveniences[int]):
 
     def _publish_now(self, items: Sequence[Item]) -> None:
         self.node.publish(items)
-
-    def _schedule_flush(self) -> None:
-        asyncio.get_running_loop().call_soon(self.node.flush_pass)
-
-    def _set_broker_timer(self, deadline: float | None) -> None:
-        if self._broker_timer is not None:
-            self._broker_timer.cancel()
-            self._broker_timer = None
-        if deadline is not None:
-            loop = asyncio.get_running_loop()
-            self._broker_timer = loop.call_at(deadline, self._on_broker_timer)
-
-    def _on_broker_timer(self) -> None:
-        self._broker_timer = None
-        self.node.handle_broker_timer()
 
     # --- the publish API ---
 

@@ -59,10 +59,10 @@ from gripcore._originhttp import (
     OriginStats,
     PoolKey,
     StaleConnectionError,
-    build_origin_request,
     content_length,
     describe_os_error,
     origin_label,
+    prepare_request,
     too_large,
 )
 
@@ -392,14 +392,17 @@ class OriginClient:
         """
         if self._closed:
             raise LocalProtocolError("request on a closed OriginClient")
-        if not 0 < port < 65536:
-            raise LocalProtocolError(f"invalid origin port {port}: must be 1 to 65535")
-        try:
-            wire_host = host.encode("idna")
-        except UnicodeError as exc:
-            raise LocalProtocolError(f"invalid origin host {host!r}: {exc}") from exc
-        request = build_origin_request(wire_host, port, method, target, headers, body, ssl)
-        key = PoolKey(host, port, ssl, insecure, server_hostname if ssl else None)
+        request, key = prepare_request(
+            host,
+            port,
+            method,
+            target,
+            headers,
+            body,
+            ssl=ssl,
+            insecure=insecure,
+            server_hostname=server_hostname,
+        )
         connection = self._checkout(key)
         if connection is not None:
             try:

@@ -29,7 +29,7 @@ from typing import Any, cast
 
 from gripcore._config import Config
 from gripcore._connection import OriginWsLink, ProxyConnection
-from gripcore._engine import EngineUnavailable, RedisEngine
+from gripcore._engine import EngineUnavailable
 from gripcore._errors import ProtocolError
 from gripcore._items import Item
 from gripcore._node import (
@@ -50,6 +50,7 @@ from gripcore._routes import Target
 
 from ._origin import OriginClient
 from ._redis import RedisDriver
+from ._scheduling import LoopScheduling
 
 __all__ = ["Server", "run"]
 
@@ -72,7 +73,7 @@ def _clock() -> float:
     return asyncio.get_running_loop().time()
 
 
-class Server(NodeServer):
+class Server(NodeServer, LoopScheduling):
     """One gripcore proxy: client listeners, the publish API and the node they share."""
 
     def __init__(self, config: Config) -> None:
@@ -87,16 +88,7 @@ class Server(NodeServer):
         )
         self.node.schedule_flush = self._schedule_flush
         self.node.set_broker_timer = self._set_broker_timer
-        self.engine_driver: RedisDriver | None = None
-        engine = self.node.broker
-        if isinstance(engine, RedisEngine):
-            node = self.node
-            self.engine_driver = RedisDriver(
-                engine,
-                wake=node.wake,
-                arm_timer=lambda: node.set_broker_timer(engine.next_deadline()),
-            )
-            node.publish_remote = self._publish_in_background
+        self.engine_driver = self.node.make_engine_driver(RedisDriver, self._publish_in_background)
         self.origin = OriginClient(
             connect_timeout=config.origin_connect_timeout,
             response_timeout=config.origin_response_timeout,
@@ -198,21 +190,6 @@ class Server(NodeServer):
     async def _publish_quietly(self, items: Sequence[Item]) -> None:
         with contextlib.suppress(EngineUnavailable):  # logged by the driver
             await self.publish_items(items)
-
-    def _schedule_flush(self) -> None:
-        asyncio.get_running_loop().call_soon(self.node.flush_pass)
-
-    def _set_broker_timer(self, deadline: float | None) -> None:
-        if self._broker_timer is not None:
-            self._broker_timer.cancel()
-            self._broker_timer = None
-        if deadline is not None:
-            loop = asyncio.get_running_loop()
-            self._broker_timer = loop.call_at(deadline, self._on_broker_timer)
-
-    def _on_broker_timer(self) -> None:
-        self._broker_timer = None
-        self.node.handle_broker_timer()
 
     async def run_flow(self, flow: Flow) -> None:
         """Run a core flow: perform each operation it yields and send back the result (or

@@ -32,7 +32,7 @@ import gevent.ssl
 
 from gripcore._config import Config
 from gripcore._connection import OriginWsLink, ProxyConnection
-from gripcore._engine import EngineUnavailable, RedisEngine
+from gripcore._engine import EngineUnavailable
 from gripcore._errors import ProtocolError
 from gripcore._items import Item
 from gripcore._node import (
@@ -192,16 +192,7 @@ class Server(NodeServer):
         )
         self.node.schedule_flush = self._schedule_flush
         self.node.set_broker_timer = self._set_broker_timer
-        self.engine_driver: RedisDriver | None = None
-        engine = self.node.broker
-        if isinstance(engine, RedisEngine):
-            node = self.node
-            self.engine_driver = RedisDriver(
-                engine,
-                wake=node.wake,
-                arm_timer=lambda: node.set_broker_timer(engine.next_deadline()),
-            )
-            node.publish_remote = self._publish_in_background
+        self.engine_driver = self.node.make_engine_driver(RedisDriver, self._publish_in_background)
         self.origin = OriginClient(
             connect_timeout=config.origin_connect_timeout,
             response_timeout=config.origin_response_timeout,

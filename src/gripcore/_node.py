@@ -26,7 +26,7 @@ import itertools
 import logging
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import h11
 
@@ -66,6 +66,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("gripcore")
+
+_Driver = TypeVar("_Driver")
 
 # Connections written per flush slice: ~5 ms of writes, so publishes are read between slices.
 FLUSH_SLICE = 512
@@ -351,6 +353,21 @@ class ProxyNode:
         return table.match(host, path, proto=proto)  # type: ignore[arg-type]
 
     # --- publishing and fan-out ---
+
+    def make_engine_driver(
+        self,
+        driver: Callable[..., _Driver],
+        publish_in_background: Callable[[Sequence[Item]], None],
+    ) -> _Driver | None:
+        """With a remote engine (Redis): the adapter's driver for it (`driver(engine, wake=...,
+        arm_timer=...)`), wired to this node; None with the memory engine."""
+        engine = self.broker
+        if not isinstance(engine, RedisEngine):
+            return None
+        self.publish_remote = publish_in_background
+        return driver(
+            engine, wake=self.wake, arm_timer=lambda: self.set_broker_timer(engine.next_deadline())
+        )
 
     @property
     def remote_engine(self) -> bool:

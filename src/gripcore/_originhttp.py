@@ -41,6 +41,7 @@ __all__ = [
     "content_length",
     "describe_os_error",
     "origin_label",
+    "prepare_request",
     "too_large",
 ]
 
@@ -184,6 +185,31 @@ def build_origin_request(
                 f"but the body has {len(body)} bytes"
             )
     return request
+
+
+def prepare_request(
+    host: str,
+    port: int,
+    method: bytes,
+    target: bytes,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+    *,
+    ssl: bool,
+    insecure: bool,
+    server_hostname: str | None,
+) -> tuple[h11.Request, PoolKey]:
+    """An origin client's checks before it sends anything: the request event (see
+    `build_origin_request`) and the pool its connection belongs to. Raises
+    `LocalProtocolError` for a port, host or request that cannot be sent as given."""
+    if not 0 < port < 65536:
+        raise LocalProtocolError(f"invalid origin port {port}: must be 1 to 65535")
+    try:
+        wire_host = host.encode("idna")
+    except UnicodeError as exc:
+        raise LocalProtocolError(f"invalid origin host {host!r}: {exc}") from exc
+    request = build_origin_request(wire_host, port, method, target, headers, body, ssl)
+    return request, PoolKey(host, port, ssl, insecure, server_hostname if ssl else None)
 
 
 class OriginHttp:
