@@ -17,7 +17,7 @@ This module is sans-IO: the Redis engine says what to do (`Subscribe`, `Unsubscr
 `ReadHistory`, and the `ScriptCall`s of a publish) and is told what happened (`receive` for a
 channel message, `subscribed` for a SUBSCRIBE confirmation, `history_read`, `link_down`,
 `link_up`). Driving it — connections, reconnects with backoff — is the adapter's job
-(adapters/asyncio/_redis.py); a gevent driver would be as thin.
+(adapters/asyncio/_redis.py, adapters/gevent/_redis.py).
 
 Subscriptions follow interest: a node subscribes in Redis only to channels with local
 subscribers. When the last one leaves, the channel lingers `linger` seconds before the node
