@@ -5,6 +5,7 @@ Each test asserts the exact bytes a client receives.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -678,19 +679,30 @@ def test_one_stalled_reader_among_a_thousand(origin: Origin) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (4096, hard))
     origin.routes["/crowd"] = grip([("Grip-Hold", "stream"), ("Grip-Channel", "crowd")])
     limit = 64 * 1024
-    with running_proxy(routes=(f"* 127.0.0.1:{origin.port}",), max_output_buffer=limit) as p:
+    # The origin here is a thread-per-request stdlib server in this process: the readers come in
+    # waves of 100 so that its accept loop keeps up on a loaded machine.
+    with (
+        running_proxy(
+            routes=(f"* 127.0.0.1:{origin.port}",),
+            max_output_buffer=limit,
+            origin_connect_timeout=30,
+        ) as p,
+        contextlib.ExitStack() as sockets,
+    ):
         readers = []
-        for _ in range(1000):
-            s = socket_module.create_connection(("127.0.0.1", p.port))
+        for i in range(1000):
+            s = sockets.enter_context(socket_module.create_connection(("127.0.0.1", p.port)))
             s.sendall(b"GET /crowd HTTP/1.1\r\nHost: x\r\n\r\n")
             readers.append(s)
-        stalled = socket_module.socket()
+            if i % 100 == 99:
+                wait_for(lambda n=i + 1: subscribers(p, "crowd") == n, timeout=30)
+        stalled = sockets.enter_context(socket_module.socket())
         stalled.setsockopt(socket_module.SOL_SOCKET, socket_module.SO_RCVBUF, 4096)
         stalled.connect(("127.0.0.1", p.port))
         stalled.sendall(b"GET /crowd HTTP/1.1\r\nHost: x\r\n\r\n")
         wait_for(lambda: subscribers(p, "crowd") == 1001, timeout=20)
         received = dict.fromkeys(readers, b"")
-        selector = selectors.DefaultSelector()
+        selector = sockets.enter_context(selectors.DefaultSelector())
         for s in readers:
             s.setblocking(False)
             selector.register(s, selectors.EVENT_READ)
@@ -732,7 +744,5 @@ def test_one_stalled_reader_among_a_thousand(origin: Origin) -> None:
                 marks = [int(m) for m in re.findall(rb"<(\d\d)>", received[s])]
                 assert marks == list(range(20))
         finally:
-            selector.close()
             for s in readers:
-                s.close()
-            stalled.close()
+                selector.unregister(s)
