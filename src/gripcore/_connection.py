@@ -705,8 +705,9 @@ class ProxyConnection:
 
     def _retry(self, action: Retry) -> Flow:
         session = self.session
+        if not isinstance(session, ResponseHold):
+            return  # the hold ended (server shutdown) before this flow started
         request = self.held
-        assert isinstance(session, ResponseHold)
         answer = yield from self._origin_exchange(
             self._route, request, bytes(self.body), action.grip_last
         )
@@ -740,7 +741,8 @@ class ProxyConnection:
 
     def _fetch_next_link(self, action: FetchNextLink) -> Flow:
         session = self.session
-        assert isinstance(session, StreamHold)
+        if not isinstance(session, StreamHold):
+            return  # the stream ended (server shutdown) before this flow started
         request = self.held
         instruct: Instruct | None = None
         destination = self._link_destination(action.url)
@@ -905,7 +907,8 @@ class ProxyConnection:
     def _connect_origin_ws(self) -> Flow:
         """Open this client's own WebSocket to the origin (the first target that connects)."""
         proxy = self.session
-        assert isinstance(proxy, WebSocketProxy)
+        if not isinstance(proxy, WebSocketProxy):
+            return  # refused (server shutdown) before this flow started
         request = self.held
         headers = self._request_headers(self._route, request, 0, websocket=True)
         path = self._origin_path(self._route, request.target)
