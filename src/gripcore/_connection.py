@@ -52,12 +52,12 @@ from ._items import parse_publish_body
 from ._node import (
     Answer,
     ConnectOriginWebSocket,
-    DiscardBody,
     Flow,
     FlowOp,
     NextChunk,
     ProxyNode,
     discard_body,
+    perform,
     read_body,
 )
 from ._originhttp import OriginError
@@ -195,7 +195,8 @@ class ProxyConnection:
                 self._perform_ws(session.client_gone(self.node.clock()))
             else:
                 self._perform_hold(session.client_gone())
-        elif self.subscriber is not None:
+        if self.subscriber is not None:
+            # the session left the hub already; this covers one that failed to start
             self.node.broker.hub.remove(self.subscriber)
         if self._origin_ws is not None:
             self._origin_ws.close()
@@ -212,11 +213,7 @@ class ProxyConnection:
         if self.ws is not None:
             self._ws_received(data)
             return
-        try:
-            self.h11.receive_data(data)
-        except h11.RemoteProtocolError:
-            self._fail(400, b"Bad Request\n")
-            return
+        self.h11.receive_data(data)  # only buffers: errors come from next_event
         self._process()
 
     def eof_received(self) -> None:
@@ -245,9 +242,7 @@ class ProxyConnection:
             try:
                 event = self.h11.next_event()
             except h11.RemoteProtocolError as exc:
-                status = exc.error_status_hint
-                if status == 400 and "exceeded" in str(exc):
-                    status = 431
+                status = exc.error_status_hint  # 431 for a head over max_incomplete_event_size
                 self._fail(status, h11_reason(status) + b"\n")
                 return
             if event is h11.NEED_DATA or event is h11.PAUSED:
@@ -269,15 +264,14 @@ class ProxyConnection:
                 assert self.request is not None
                 self.busy = True
                 self.io.spawn(self._handle(self.request, bytes(self.body)))
-            elif isinstance(event, h11.ConnectionClosed):
+            else:  # h11.ConnectionClosed: the client is done
                 self._close()
                 return
 
     def _fail(self, status: int, body: bytes) -> None:
         """Answer an unusable request and close the connection."""
-        if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            with contextlib.suppress(h11.LocalProtocolError):
-                self._send_whole(status, h11_reason(status), _TEXT, body, close=True)
+        with contextlib.suppress(h11.LocalProtocolError):  # nothing to answer when h11 says so
+            self._send_whole(status, h11_reason(status), _TEXT, body, close=True)
         self._close()
 
     def _send(self, event: Any) -> None:
@@ -317,20 +311,17 @@ class ProxyConnection:
             self.h11.start_next_cycle()
             self.busy = False
             self._process()
-        elif self.h11.our_state is h11.MUST_CLOSE or self.h11.their_state is h11.MUST_CLOSE:
+        else:  # MUST_CLOSE on either side: Connection: close, or HTTP/1.0
             self._close()
-        else:
-            self.busy = False
-            self._process()
 
     def _abort(self) -> None:
         """Drop the connection now, discarding what it has not read (slow consumer)."""
         self.session = None
         self.subscriber = None
         self._cancel_timer()
-        if not self.closed:
-            self.closed = True
-            self.io.abort()
+        # only the flush of an open connection gets here (a slow consumer's overflow)
+        self.closed = True
+        self.io.abort()
 
     def _close(self) -> None:
         if not self.closed:
@@ -495,11 +486,11 @@ class ProxyConnection:
             h11.Response(status_code=response.status, reason=response.reason, headers=headers)
         )
         while True:
-            chunk = yield NextChunk(response)
+            chunk = yield from perform(NextChunk(response))
             if chunk is None:
                 break
             if self.closed:
-                yield DiscardBody(response)
+                yield from discard_body(response)
                 return None
             self._send(h11.Data(data=chunk))
         self._send(h11.EndOfMessage())
@@ -683,7 +674,8 @@ class ProxyConnection:
                 self.io.spawn(self._retry(action))
             elif isinstance(action, FetchNextLink):
                 self.io.spawn(self._fetch_next_link(action))
-            elif isinstance(action, PostGoneLink):
+            else:
+                assert isinstance(action, PostGoneLink)
                 self.io.spawn(self._post_link(action.url))
         self.node.broker.sync()
 
@@ -730,9 +722,7 @@ class ProxyConnection:
         self.flush()
 
     def _link_destination(self, url: str) -> tuple[Target, bytes] | None:
-        if not self._targets:
-            return None
-        return link_destination(
+        return link_destination(  # None without targets (the starter kit, which sends no links)
             url,
             request_host=_host_of(self.held.headers),
             targets=self._targets,
@@ -918,7 +908,7 @@ class ProxyConnection:
             # it) can arrive before the connect operation returns here
             self._origin_ws = link
             try:
-                yield ConnectOriginWebSocket(target, link)
+                yield from perform(ConnectOriginWebSocket(target, link))
             except OriginError as exc:
                 log.info("WebSocket origin %s failed: %s", target.authority, exc)
                 self._origin_ws = None
