@@ -197,11 +197,15 @@ class Origin:
         return None
 
 
-def run_flow(flow: Flow, perform: Callable[[FlowOp], Any], value: Any = None) -> None:
+def run_flow(
+    flow: Flow,
+    perform: Callable[[FlowOp], Any],
+    value: Any = None,
+    error: BaseException | None = None,
+) -> None:
     """As the asyncio driver's `run_flow`: perform each operation, send back its result or
-    throw its exception in. `value`: the result of the operation a test performed itself
+    its exception. `value` or `error`: the outcome of the operation a test performed itself
     (the flow was started with `next`)."""
-    error: BaseException | None = None
     while (op := run_flow_step(flow, value, error)) is not None:
         value, error = None, None
         try:
@@ -261,6 +265,10 @@ class Harness:
     def resume(self, flow: Flow, value: Any) -> None:
         """Finish a flow a test started by hand: `value` answers the operation it yielded."""
         run_flow(flow, self.origin.perform, value)
+
+    def fail(self, flow: Flow, error: BaseException) -> None:
+        """Finish a flow a test started by hand, its operation failing with `error`."""
+        run_flow(flow, self.origin.perform, error=error)
 
     def request(self, conn: ProxyConnection, io: RecordingIO, data: bytes) -> bytes:
         """Feed `data`, run what it spawned, and return what was written."""

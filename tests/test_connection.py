@@ -253,15 +253,43 @@ def test_body_cut_short_while_streaming_closes_the_client() -> None:
 def test_large_body_is_streamed_in_chunks() -> None:
     h = routed()
     conn, io = h.connect()
-    r = Reply(200, b"OK", [(b"Content-Length", b"2000000"), (b"Content-Encoding", b"gzip")])
+    r = Reply(200, b"OK", [(b"Transfer-Encoding", b"chunked"), (b"Content-Encoding", b"gzip")])
     r.chunks = [b"a" * 10, b"b" * 5]
+    h.origin.queue(r, reply(200, b"next"))
+    out = h.request(conn, io, get() + get(b"/2"))
+    # hop-by-hop and encoding headers are not relayed; h11 frames the body chunked
+    assert out == (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"a\r\n" + b"a" * 10 + b"\r\n5\r\nbbbbb\r\n0\r\n\r\n"
+    ) + whole(200, b"OK", [], b"next")
+    assert r.read == 3 and not r.discarded
+
+
+def test_body_over_the_whole_limit_is_streamed() -> None:
+    h = routed()
+    conn, io = h.connect()
+    r = Reply(200, b"OK", [(b"Content-Length", b"2000000")])
+    r.chunks = [b"x" * 1_000_000, b"y" * 1_000_000]
     h.origin.queue(r)
     out = h.request(conn, io, get())
-    # h11 frames a response without a usable length chunked; the body goes out as it arrives
-    assert out == (
-        b"HTTP/1.1 200 OK\r\nContent-Length: 2000000\r\n\r\n" + b"a" * 10 + b"b" * 5
-    ) or out.startswith(b"HTTP/1.1 200 OK\r\n")
-    assert r.read == 3
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 2000000\r\n\r\n"
+    assert out == head + b"x" * 1_000_000 + b"y" * 1_000_000
+    assert not io.closed
+
+
+def test_client_gone_as_the_streamed_body_ends() -> None:
+    h = routed()
+    conn, io = h.connect()
+    r = Reply(200, b"OK", [(b"Transfer-Encoding", b"chunked")])
+    conn.receive_data(get())
+    flow = io.flows.pop()
+    assert isinstance(next(flow), OriginRequest)
+    assert flow.send(r).response is r  # type: ignore[union-attr]  # NextChunk
+    conn.connection_lost()
+    with pytest.raises(StopIteration):
+        flow.send(None)  # the end of the body: nothing more to write, nothing to serve
+    assert io.take() == b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    assert conn.session is None and not r.discarded
 
 
 def test_streamed_body_stops_when_the_client_leaves() -> None:
@@ -1117,12 +1145,12 @@ def test_native_messages_both_ways() -> None:
 
 def test_native_origin_close_is_answered_and_relayed() -> None:
     h = routed()
-    _conn, io, client, link, link_io, origin = native(h, b"")
+    conn, io, client, link, link_io, origin = native(h, b"")
     link.data_received(origin.send(CloseConnection(code=4000, reason="done")))
     assert link_io.closed
     events = client_events(client, io.take())
     assert isinstance(events[0], CloseConnection) and events[0].code == 4000
-    assert io.closed
+    assert io.closed and conn._origin_ws is None
 
 
 def test_native_client_close_goes_to_the_origin() -> None:
@@ -1223,12 +1251,14 @@ def test_native_client_left_while_connecting_closes_the_link() -> None:
 
 def test_native_origin_connection_lost() -> None:
     h = routed()
-    _conn, io, client, link, _link_io, _origin = native(h, b"")
+    conn, io, client, link, _link_io, _origin = native(h, b"")
     link.connection_lost("reset")
     events = client_events(client, io.take())
     assert isinstance(events[0], CloseConnection) and events[0].code == 1011
     link.connection_lost(None)  # a second report changes nothing
-    assert io.out == b""
+    assert io.out == b"" and conn._origin_ws is link  # the origin side ended by itself
+    conn.connection_lost()
+    assert conn._origin_ws is None and link.closing
 
 
 def test_native_connection_lost_while_connecting_is_502() -> None:
@@ -1330,3 +1360,177 @@ def test_unused_helpers_keep_types() -> None:
     assert json.dumps({}) == "{}"
     assert RecordingLink().take() == b""
     assert h11.Request
+
+
+# --- clients that leave early, and resuming from history ---
+
+
+def test_client_gone_before_its_request_flow_started() -> None:
+    h = routed()
+    for data in (get(), ws_upgrade()):
+        conn, io = h.connect()
+        conn.receive_data(data)
+        conn.connection_lost()
+        assert h.run(io) == 1
+        assert io.out == b"" and conn.session is None
+    assert not h.origin.requests and not h.origin.links
+
+
+def test_client_gone_while_the_origin_answered_with_a_hold() -> None:
+    for headers in (HOLD, STREAM):
+        h = routed()
+        conn, io = h.connect()
+        h.origin.queue(reply(200, b"x", headers))
+        conn.receive_data(get())
+        [flow] = io.flows
+        assert isinstance(next(flow), OriginRequest)
+        conn.connection_lost()
+        h.resume(flow, h.origin.replies.pop(0))
+        # nothing is held for a client that left: no subscription stays in the hub
+        assert conn.session is None and not h.node.broker.hub.subscriber_count("ch")
+        assert io.out == b"" and not io.timers
+
+
+def test_stream_resumes_from_history_after_last_event_id() -> None:
+    h = routed(history=10)
+    for n in (1, 2, 3):
+        h.publish({"channel": "ch", "id": str(n), "formats": {"http-stream": {"content": f"{n}"}}})
+    _conn, _io, out = stream(h, body=b"", target=b"/s")
+    assert out == STREAM_HEAD  # without a last id: live items only
+    conn2, io2 = h.connect()
+    h.origin.queue(reply(200, b"", STREAM))
+    out2 = h.request(conn2, io2, get(b"/s", (b"Last-Event-ID", b"1")))
+    h.flush_all()
+    assert out2 + io2.take() == STREAM_HEAD + b"1\r\n2\r\n1\r\n3\r\n"
+
+
+def test_websocket_resumes_from_history_once_subscribed() -> None:
+    h = routed(history=10)
+    for n in (1, 2):
+        h.publish({"channel": "r", "id": str(n), "formats": {"ws-message": {"content": f"m{n}"}}})
+    conn, io = h.connect()
+    conn.receive_data(ws_upgrade(b"/ws?last-event-id=1"))
+    h.run(io)
+    [(op, _link_io)] = h.origin.links
+    link = op.link
+    link.data_received(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: " + generate_accept_token(link.key) + b"\r\n"
+        b"Sec-WebSocket-Extensions: grip\r\n\r\n"
+    )
+    head, _, rest = io.take().partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101 ") and rest == b""
+    origin = WsConnection(ConnectionType.SERVER)
+    link.data_received(origin.send(TextMessage(data='c:{"type":"subscribe","channel":"r"}')))
+    h.flush_all()
+    client = WsConnection(ConnectionType.CLIENT)
+    [msg] = client_events(client, io.take())
+    assert isinstance(msg, TextMessage) and msg.data == "m2"
+    assert conn._resume_from is None
+
+
+# --- WebSocket sessions ending while work is under way ---
+
+
+def test_eof_on_a_websocket_is_left_to_the_driver() -> None:
+    h = over_http()
+    conn, io, _client = gateway(h)
+    conn.eof_received()
+    assert not io.closed and io.out == b"" and not io.flows
+
+
+def test_websocket_slow_consumer_is_aborted() -> None:
+    h = over_http(max_output_buffer=100)
+    conn, io = h.connect()
+    h.origin.queue(
+        reply(
+            200,
+            encode_events([Open(), Text(b'c:{"type": "subscribe", "channel": "room"}')]),
+            [WOH, (b"Sec-WebSocket-Extensions", b"grip")],
+        )
+    )
+    h.request(conn, io, ws_upgrade())
+    conn.pause_writing()
+    h.origin.queue(reply(200, b"", [WOH]))
+    h.publish({"channel": "room", "formats": {"ws-message": {"content": "z" * 200}}})
+    h.flush_all()
+    assert io.aborted and conn.closed and conn.session is None
+    assert not h.node.broker.hub.subscriber_count("room")
+
+
+def test_frames_after_a_published_close_are_ignored() -> None:
+    h = over_http()
+    conn, io = h.connect()
+    h.origin.queue(
+        reply(
+            200,
+            encode_events([Open(), Text(b'c:{"type": "subscribe", "channel": "room"}')]),
+            [WOH, (b"Sec-WebSocket-Extensions", b"grip")],
+        )
+    )
+    h.request(conn, io, ws_upgrade())
+    h.origin.queue(reply(200, b"", [WOH]))
+    h.publish({"channel": "room", "formats": {"ws-message": {"action": "close", "code": 4002}}})
+    h.flush_all()
+    h.run(io)
+    [close] = client_events(WsConnection(ConnectionType.CLIENT), io.take())
+    assert isinstance(close, CloseConnection) and close.code == 4002
+    sent = len(h.origin.requests)
+    conn.receive_data(masked_text(b"after"))
+    assert not io.flows and len(h.origin.requests) == sent
+
+
+def test_connect_flow_spawned_before_shutdown_does_not_connect() -> None:
+    h = routed()
+    conn, io = h.connect()
+    conn.receive_data(ws_upgrade())
+    h.run_one(io.flows.pop())  # spawns the connect flow
+    conn.shutdown()
+    assert io.take() == whole(503, b"Service Unavailable", [], b"Server shutting down.\n")
+    assert h.run(io) == 1 and not h.origin.links
+
+
+def test_shutdown_while_connecting_closes_the_new_link() -> None:
+    h = routed()
+    conn, io = h.connect()
+    h.origin.on_connect = lambda link: link.client.shutdown()
+    h.request(conn, io, ws_upgrade())
+    [(_op, link_io)] = h.origin.links
+    assert link_io.closed and conn._origin_ws is None and conn.session is None
+
+
+def test_connect_failure_after_shutdown_is_not_answered_twice() -> None:
+    h = routed()
+    conn, io = h.connect()
+    conn.receive_data(ws_upgrade())
+    h.run_one(io.flows.pop())
+    connect = io.flows.pop()
+    assert isinstance(next(connect), ConnectOriginWebSocket)
+    conn.shutdown()
+    assert io.take() == whole(503, b"Service Unavailable", [], b"Server shutting down.\n")
+    h.fail(connect, OriginError("connect", "refused"))
+    assert io.out == b"" and conn._origin_ws is None
+
+
+def test_origin_frames_after_shutdown_reach_nobody() -> None:
+    h = routed()
+    _conn, io, client, link, link_io, origin = native(h, b"")
+    h.node.close_all()
+    [close] = client_events(client, io.take())
+    assert isinstance(close, CloseConnection) and close.code == 1001
+    assert link_io.closed and link.io is None  # CloseOrigin let the link go
+    # what the origin had sent meanwhile still arrives: its close is not answered (no io)
+    link.data_received(origin.send(TextMessage(data="late")) + origin.send(CloseConnection(1000)))
+    assert io.out == b"" and link_io.out == b""
+
+
+def test_origin_informational_answer_before_its_rejection() -> None:
+    h = routed()
+    conn, io = h.connect()
+    conn.receive_data(ws_upgrade())
+    h.run(io)
+    [(op, _)] = h.origin.links
+    op.link.data_received(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n"
+    )
+    assert io.take() == whole(401, b"Unauthorized", [], b"")

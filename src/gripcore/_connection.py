@@ -275,7 +275,9 @@ class ProxyConnection:
         self._close()
 
     def _send(self, event: Any) -> None:
-        data = self.h11.send(event)
+        self._write(self.h11.send(event))
+
+    def _write(self, data: bytes | None) -> None:
         if data and not self.closed:
             self.io.write(data)
 
@@ -333,6 +335,8 @@ class ProxyConnection:
         self._close()
 
     def _handle(self, request: h11.Request, body: bytes) -> Flow:
+        if self.closed:
+            return  # the client left before this flow started: nobody to answer
         try:
             if _is_websocket_upgrade(request):
                 self._handle_websocket(request)
@@ -547,6 +551,8 @@ class ProxyConnection:
     def _start_hold(
         self, instruct: Instruct, request: h11.Request, route: Route | None, debug: bool
     ) -> None:
+        if self.closed:
+            return  # the client left while the origin answered: nothing to hold for it
         now = self.node.clock()
         hub = self.node.broker.hub
         prefix = route.prefix if route is not None else ""
@@ -681,19 +687,12 @@ class ProxyConnection:
 
     def _end_stream(self) -> None:
         """Write what is pending, end the body (last chunk), then keep-alive or close."""
-        session = self.session
-        if isinstance(session, StreamHold) and not self.closed:
-            assert self.subscriber is not None
-            self.io.write(self.subscriber.take_output())
-            # the body bytes went around h11, which tracks no size for chunked or
-            # close-delimited bodies; it writes the end of the body and moves to DONE
-            self._send(h11.EndOfMessage())
-            self._request_done()
-            return
-        self.session = None
-        self.subscriber = None
-        self._cancel_timer()
-        self._close()
+        assert isinstance(self.session, StreamHold) and self.subscriber is not None
+        self._write(self.subscriber.take_output())
+        # the body bytes went around h11, which tracks no size for chunked or
+        # close-delimited bodies; it writes the end of the body and moves to DONE
+        self._send(h11.EndOfMessage())
+        self._request_done()
 
     def _retry(self, action: Retry) -> Flow:
         session = self.session
@@ -845,13 +844,13 @@ class ProxyConnection:
                 self.session = None
                 self.subscriber = None
                 self._respond_now(action.status, action.reason, action.headers, action.body)
-            elif isinstance(action, CloseClient):
-                sub = self.subscriber
+            else:
+                assert isinstance(action, CloseClient)  # the last kind of action
                 if action.abort:
                     self._abort()
                     continue
-                if sub is not None and not self.closed:
-                    self.io.write(sub.take_output())
+                assert self.subscriber is not None  # a close comes from the live session
+                self._write(self.subscriber.take_output())
                 self.session = None
                 self.subscriber = None
                 self._cancel_timer()
@@ -965,7 +964,8 @@ class ProxyConnection:
                 actions += gateway.client_ping(bytes(event.payload), now)
             elif isinstance(event, Pong):
                 actions += gateway.client_pong(bytes(event.payload), now)
-            elif isinstance(event, CloseConnection):
+            else:  # frames only (no handshake events): a CloseConnection
+                assert isinstance(event, CloseConnection)
                 code = int(event.code) if event.code is not None else None
                 actions += gateway.client_close(code, event.reason or "", now)
         self._perform_ws(actions)
@@ -1102,7 +1102,8 @@ class OriginWsLink:
                 actions += self.proxy.origin_ping(bytes(event.payload))
             elif isinstance(event, Pong):
                 actions += self.proxy.origin_pong(bytes(event.payload))
-            elif isinstance(event, CloseConnection):
+            else:  # frames only (no handshake events): a CloseConnection
+                assert isinstance(event, CloseConnection)
                 code = int(event.code) if event.code is not None else None
                 if ws.state is ConnectionState.REMOTE_CLOSING:  # not an answer to ours
                     self._write(ws.send(event.response()))
