@@ -217,9 +217,9 @@ def run_flow(
 class Harness:
     """A node, its clock, a scripted origin and the connections made so far."""
 
-    def __init__(self, **config: Any) -> None:
+    def __init__(self, files: dict[str, bytes] | None = None, **config: Any) -> None:
         self.clock = Clock()
-        self.files: dict[str, bytes] = {}
+        self.files: dict[str, bytes] = dict(files or {})
         self.config = Config(**config)
         self.node = ProxyNode(
             self.config,

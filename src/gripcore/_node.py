@@ -412,8 +412,7 @@ class ProxyNode:
         for sub in woken:
             dirty[sub.owner] = None
         if dirty and was_empty:
-            if self._flush_since is None:
-                self._flush_since = self.clock()
+            self._flush_since = self.clock()  # None while nothing is dirty
             self.schedule_flush()
 
     def take_flush_batch(self) -> tuple[list[ProxyConnection], bool]:
@@ -471,8 +470,7 @@ class ProxyNode:
                 continue
             self.origin_latency.observe(self.clock() - started)
             return response, target
-        if last is None:
-            raise OriginError("connect", "the route has no target for this request")
+        assert last is not None  # a route has at least one target (RoutesError otherwise)
         raise last
 
     def connection_id(self) -> str:
@@ -611,7 +609,7 @@ class PublishConnection:
             elif isinstance(event, h11.EndOfMessage):
                 if self._handle() or not self._next_cycle():
                     return
-            elif isinstance(event, h11.ConnectionClosed):
+            else:  # h11.ConnectionClosed
                 self._close = True
                 return
 
@@ -676,8 +674,7 @@ class PublishConnection:
     def _send_response(
         self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, *, close: bool = False
     ) -> None:
-        if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
-            return
+        # every caller answers a request h11 has read (IDLE or SEND_RESPONSE), once
         out = [*headers, (b"Content-Length", str(len(body)).encode())]
         if close:
             out.append((b"Connection", b"close"))
@@ -687,7 +684,7 @@ class PublishConnection:
             )
             data += self.h11.send(h11.Data(data=body)) or b""
             data += self.h11.send(h11.EndOfMessage()) or b""
-        except h11.LocalProtocolError:
+        except h11.LocalProtocolError:  # a 2xx to CONNECT switched protocols: no body to send
             self._close = True
             return
         self._out.append(data)
