@@ -11,7 +11,7 @@ the loop's clock), `wall_clock` (Unix time, for Grip-Sig), `read_file` (routes a
 
 Origin calls are *flows*: generators that yield the I/O they need (`OriginRequest`,
 `ReadBody`, `NextChunk`, `DiscardBody`, `ConnectOriginWebSocket`) and receive the result, or
-have the driver's `OriginError` thrown in. A driver runs a flow with a loop of a few lines
+have the driver's `OriginError` raised there (`perform`). A driver runs a flow with a short loop
 (`run_flow` in each adapter); asyncio awaits each operation, gevent blocks its greenlet.
 
 Fan-out (DESIGN.md, "Data flow of one publish"): `publish()` appends encoded items to the
@@ -92,7 +92,7 @@ class Answer:
 @dataclass(frozen=True, slots=True)
 class OriginRequest:
     """Send a request to one target; the result is the driver's response object (with
-    `status`, `reason`, `headers`), or an `OriginError` thrown into the flow."""
+    `status`, `reason`, `headers`), or an `OriginError` raised in the flow."""
 
     target: Target
     method: bytes
@@ -127,7 +127,7 @@ class DiscardBody:
 class ConnectOriginWebSocket:
     """Open a TCP (or TLS) connection to `target` for `link` and attach it (`link.attach`);
     then feed what arrives to `link.data_received` and its end to `link.connection_lost`.
-    Result: None; a failure to connect is an `OriginError` thrown into the flow."""
+    Result: None; a failure to connect is an `OriginError` raised in the flow."""
 
     target: Target
     link: OriginWsLink
