@@ -52,12 +52,12 @@ from ._items import parse_publish_body
 from ._node import (
     Answer,
     ConnectOriginWebSocket,
-    DiscardBody,
     Flow,
     FlowOp,
     NextChunk,
     ProxyNode,
     discard_body,
+    perform,
     read_body,
 )
 from ._originhttp import OriginError
@@ -195,7 +195,8 @@ class ProxyConnection:
                 self._perform_ws(session.client_gone(self.node.clock()))
             else:
                 self._perform_hold(session.client_gone())
-        elif self.subscriber is not None:
+        if self.subscriber is not None:
+            # the session left the hub already; this covers one that failed to start
             self.node.broker.hub.remove(self.subscriber)
         if self._origin_ws is not None:
             self._origin_ws.close()
@@ -212,11 +213,7 @@ class ProxyConnection:
         if self.ws is not None:
             self._ws_received(data)
             return
-        try:
-            self.h11.receive_data(data)
-        except h11.RemoteProtocolError:
-            self._fail(400, b"Bad Request\n")
-            return
+        self.h11.receive_data(data)  # only buffers: errors come from next_event
         self._process()
 
     def eof_received(self) -> None:
@@ -245,9 +242,7 @@ class ProxyConnection:
             try:
                 event = self.h11.next_event()
             except h11.RemoteProtocolError as exc:
-                status = exc.error_status_hint
-                if status == 400 and "exceeded" in str(exc):
-                    status = 431
+                status = exc.error_status_hint  # 431 for a head over max_incomplete_event_size
                 self._fail(status, h11_reason(status) + b"\n")
                 return
             if event is h11.NEED_DATA or event is h11.PAUSED:
@@ -269,19 +264,20 @@ class ProxyConnection:
                 assert self.request is not None
                 self.busy = True
                 self.io.spawn(self._handle(self.request, bytes(self.body)))
-            elif isinstance(event, h11.ConnectionClosed):
+            else:  # h11.ConnectionClosed: the client is done
                 self._close()
                 return
 
     def _fail(self, status: int, body: bytes) -> None:
         """Answer an unusable request and close the connection."""
-        if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            with contextlib.suppress(h11.LocalProtocolError):
-                self._send_whole(status, h11_reason(status), _TEXT, body, close=True)
+        with contextlib.suppress(h11.LocalProtocolError):  # nothing to answer when h11 says so
+            self._send_whole(status, h11_reason(status), _TEXT, body, close=True)
         self._close()
 
     def _send(self, event: Any) -> None:
-        data = self.h11.send(event)
+        self._write(self.h11.send(event))
+
+    def _write(self, data: bytes | None) -> None:
         if data and not self.closed:
             self.io.write(data)
 
@@ -317,20 +313,17 @@ class ProxyConnection:
             self.h11.start_next_cycle()
             self.busy = False
             self._process()
-        elif self.h11.our_state is h11.MUST_CLOSE or self.h11.their_state is h11.MUST_CLOSE:
+        else:  # MUST_CLOSE on either side: Connection: close, or HTTP/1.0
             self._close()
-        else:
-            self.busy = False
-            self._process()
 
     def _abort(self) -> None:
         """Drop the connection now, discarding what it has not read (slow consumer)."""
         self.session = None
         self.subscriber = None
         self._cancel_timer()
-        if not self.closed:
-            self.closed = True
-            self.io.abort()
+        # only the flush of an open connection gets here (a slow consumer's overflow)
+        self.closed = True
+        self.io.abort()
 
     def _close(self) -> None:
         if not self.closed:
@@ -342,6 +335,8 @@ class ProxyConnection:
         self._close()
 
     def _handle(self, request: h11.Request, body: bytes) -> Flow:
+        if self.closed:
+            return  # the client left before this flow started: nobody to answer
         try:
             if _is_websocket_upgrade(request):
                 self._handle_websocket(request)
@@ -495,11 +490,11 @@ class ProxyConnection:
             h11.Response(status_code=response.status, reason=response.reason, headers=headers)
         )
         while True:
-            chunk = yield NextChunk(response)
+            chunk = yield from perform(NextChunk(response))
             if chunk is None:
                 break
             if self.closed:
-                yield DiscardBody(response)
+                yield from discard_body(response)
                 return None
             self._send(h11.Data(data=chunk))
         self._send(h11.EndOfMessage())
@@ -556,6 +551,8 @@ class ProxyConnection:
     def _start_hold(
         self, instruct: Instruct, request: h11.Request, route: Route | None, debug: bool
     ) -> None:
+        if self.closed:
+            return  # the client left while the origin answered: nothing to hold for it
         now = self.node.clock()
         hub = self.node.broker.hub
         prefix = route.prefix if route is not None else ""
@@ -683,30 +680,25 @@ class ProxyConnection:
                 self.io.spawn(self._retry(action))
             elif isinstance(action, FetchNextLink):
                 self.io.spawn(self._fetch_next_link(action))
-            elif isinstance(action, PostGoneLink):
+            else:
+                assert isinstance(action, PostGoneLink)
                 self.io.spawn(self._post_link(action.url))
         self.node.broker.sync()
 
     def _end_stream(self) -> None:
         """Write what is pending, end the body (last chunk), then keep-alive or close."""
-        session = self.session
-        if isinstance(session, StreamHold) and not self.closed:
-            assert self.subscriber is not None
-            self.io.write(self.subscriber.take_output())
-            # the body bytes went around h11, which tracks no size for chunked or
-            # close-delimited bodies; it writes the end of the body and moves to DONE
-            self._send(h11.EndOfMessage())
-            self._request_done()
-            return
-        self.session = None
-        self.subscriber = None
-        self._cancel_timer()
-        self._close()
+        assert isinstance(self.session, StreamHold) and self.subscriber is not None
+        self._write(self.subscriber.take_output())
+        # the body bytes went around h11, which tracks no size for chunked or
+        # close-delimited bodies; it writes the end of the body and moves to DONE
+        self._send(h11.EndOfMessage())
+        self._request_done()
 
     def _retry(self, action: Retry) -> Flow:
         session = self.session
+        if not isinstance(session, ResponseHold):
+            return  # the hold ended (server shutdown) before this flow started
         request = self.held
-        assert isinstance(session, ResponseHold)
         answer = yield from self._origin_exchange(
             self._route, request, bytes(self.body), action.grip_last
         )
@@ -729,9 +721,7 @@ class ProxyConnection:
         self.flush()
 
     def _link_destination(self, url: str) -> tuple[Target, bytes] | None:
-        if not self._targets:
-            return None
-        return link_destination(
+        return link_destination(  # None without targets (the starter kit, which sends no links)
             url,
             request_host=_host_of(self.held.headers),
             targets=self._targets,
@@ -740,7 +730,8 @@ class ProxyConnection:
 
     def _fetch_next_link(self, action: FetchNextLink) -> Flow:
         session = self.session
-        assert isinstance(session, StreamHold)
+        if not isinstance(session, StreamHold):
+            return  # the stream ended (server shutdown) before this flow started
         request = self.held
         instruct: Instruct | None = None
         destination = self._link_destination(action.url)
@@ -853,13 +844,13 @@ class ProxyConnection:
                 self.session = None
                 self.subscriber = None
                 self._respond_now(action.status, action.reason, action.headers, action.body)
-            elif isinstance(action, CloseClient):
-                sub = self.subscriber
+            else:
+                assert isinstance(action, CloseClient)  # the last kind of action
                 if action.abort:
                     self._abort()
                     continue
-                if sub is not None and not self.closed:
-                    self.io.write(sub.take_output())
+                assert self.subscriber is not None  # a close comes from the live session
+                self._write(self.subscriber.take_output())
                 self.session = None
                 self.subscriber = None
                 self._cancel_timer()
@@ -905,7 +896,8 @@ class ProxyConnection:
     def _connect_origin_ws(self) -> Flow:
         """Open this client's own WebSocket to the origin (the first target that connects)."""
         proxy = self.session
-        assert isinstance(proxy, WebSocketProxy)
+        if not isinstance(proxy, WebSocketProxy):
+            return  # refused (server shutdown) before this flow started
         request = self.held
         headers = self._request_headers(self._route, request, 0, websocket=True)
         path = self._origin_path(self._route, request.target)
@@ -915,7 +907,7 @@ class ProxyConnection:
             # it) can arrive before the connect operation returns here
             self._origin_ws = link
             try:
-                yield ConnectOriginWebSocket(target, link)
+                yield from perform(ConnectOriginWebSocket(target, link))
             except OriginError as exc:
                 log.info("WebSocket origin %s failed: %s", target.authority, exc)
                 self._origin_ws = None
@@ -972,7 +964,8 @@ class ProxyConnection:
                 actions += gateway.client_ping(bytes(event.payload), now)
             elif isinstance(event, Pong):
                 actions += gateway.client_pong(bytes(event.payload), now)
-            elif isinstance(event, CloseConnection):
+            else:  # frames only (no handshake events): a CloseConnection
+                assert isinstance(event, CloseConnection)
                 code = int(event.code) if event.code is not None else None
                 actions += gateway.client_close(code, event.reason or "", now)
         self._perform_ws(actions)
@@ -1109,7 +1102,8 @@ class OriginWsLink:
                 actions += self.proxy.origin_ping(bytes(event.payload))
             elif isinstance(event, Pong):
                 actions += self.proxy.origin_pong(bytes(event.payload))
-            elif isinstance(event, CloseConnection):
+            else:  # frames only (no handshake events): a CloseConnection
+                assert isinstance(event, CloseConnection)
                 code = int(event.code) if event.code is not None else None
                 if ws.state is ConnectionState.REMOTE_CLOSING:  # not an answer to ours
                     self._write(ws.send(event.response()))
