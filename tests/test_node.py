@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from gripcore._items import Item, parse_publish_body
-from gripcore._node import FLUSH_SLICE, LocalPublishing, PublishConnection, _url
+from gripcore._node import FLUSH_SLICE, LocalPublishing, NodeServer, PublishConnection, _url
 
 from .sansio_support import Harness, get, reply
 
@@ -407,3 +407,46 @@ def test_flush_pass_with_nothing_dirty_writes_nothing() -> None:
     assert h.flushes == 0
     # no observation: the histogram has no samples yet
     assert b"gripcore_publish_to_write_seconds_count" not in h.node.metrics.render()
+
+
+# --- what the drivers build on ---
+
+
+class _Driver:
+    def __init__(self, engine: object, **hooks: object) -> None:
+        self.engine = engine
+        self.hooks = hooks
+
+
+def test_engine_driver_is_made_only_for_a_remote_engine() -> None:
+    published: list[object] = []
+    assert Harness(routes=(ROUTE,)).node.make_engine_driver(_Driver, published.append) is None
+    h = Harness(routes=(ROUTE,), engine="redis://127.0.0.1:6379/0")
+    driver = h.node.make_engine_driver(_Driver, published.append)
+    assert driver is not None and driver.engine is h.node.broker
+    assert set(driver.hooks) == {"wake", "arm_timer"}
+    arm = driver.hooks["arm_timer"]
+    assert callable(arm)
+    arm()
+    assert h.broker_timers == [h.node.broker.next_deadline()]
+    h.node.publish(items("ch"))  # a remote engine publishes through the driver
+    assert len(published) == 1
+
+
+def test_node_server_shows_the_node() -> None:
+    h = Harness(routes=(ROUTE,))
+
+    class Server(NodeServer):
+        def __init__(self) -> None:
+            self.node = h.node
+
+    server = Server()
+    conn, _ = h.connect()
+    assert server.broker is h.node.broker
+    assert server.routes is h.node.routes
+    assert server.connections == {conn}
+    assert server.metrics is h.node.metrics
+    assert server.slow_consumers is h.node.slow_consumers
+    server.reload_routes()
+    assert server.routes is not None and server.routes.match("x", "/") is not None
+    assert server.publish(items("ch", "ch")) == 2
