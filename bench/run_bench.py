@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -589,6 +590,7 @@ def fanout_run(
         pub = publisher(proxy, proto, msg_rate, duration, MAX_BATCH)
         summary = client.finish(pub["first"], pub["last"])
         proxy_cpu = sessions_cpu(proxy.sids) - cpu_before
+        passes = flush_pass_metrics(proxy)
     finally:
         client.kill()
     delivered = summary["messages_in_order"] + summary["out_of_order"]
@@ -605,10 +607,29 @@ def fanout_run(
         and summary["conns_failed"] == 0
         and summary["closed_after_open"] == 0,
         "proxy_cpu_s": proxy_cpu,
+        "flush_passes": passes,
         "ready": ready,
         "client": summary,
         "publisher": pub,
     }
+
+
+def flush_pass_metrics(proxy: Proxy) -> dict[str, float] | None:
+    """gripcore's `publish_to_write_seconds` (from a publish to the last write of its flush
+    pass) as its /metrics reports it (with --workers: the worker that answered)."""
+    if proxy.name not in ADAPTER_OF:
+        return None
+    url = f"http://127.0.0.1:{proxy.publish_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        text = answer.read().decode()
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        for key in ("sum", "count"):
+            if line.startswith(f"gripcore_publish_to_write_seconds_{key} "):
+                values[key] = float(line.split()[-1])
+    if not values.get("count"):
+        return None
+    return {"passes": values["count"], "mean_ms": values["sum"] / values["count"] * 1000}
 
 
 def scenario_fanout(ctx: Ctx, proxy: Proxy, conns: int, proto: str = "sse") -> dict[str, Any]:
@@ -752,6 +773,7 @@ FANOUT_ROWS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
     ("latency p50 ms", lambda r: r["client"]["latency_us"]["p50"] / 1000),
     ("latency p99 ms", lambda r: r["client"]["latency_us"]["p99"] / 1000),
     ("latency max ms", lambda r: r["client"]["latency_us"]["max"] / 1000),
+    ("publish to last write ms (mean per pass)", lambda r: r["flush_passes"]["mean_ms"]),
     ("proxy CPU s", lambda r: r["proxy_cpu_s"]),
     ("load client CPU s", lambda r: r["client"]["cpu_user_s"] + r["client"]["cpu_sys_s"]),
     ("publisher CPU s", lambda r: r["publisher"]["cpu_s"]),

@@ -291,6 +291,8 @@ class ClientProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = self.transport = cast(asyncio.Transport, transport)  # uvloop: no subclass
         transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
+        # the fan-out pass writes through this: the transport's own method, one call less
+        self.write = transport.write  # type: ignore[method-assign]
         peer = transport.get_extra_info("peername")
         conn = ProxyConnection(self.server.node, self, peer[0] if peer else "")
         if conn.connection_made():

@@ -595,13 +595,15 @@ class ProxyConnection:
         self._perform_hold(session.take_actions())
         self.flush()
 
-    def flush_output(self) -> None:
-        """The fan-out pass's call: when the hub left only bytes, write them and stop there.
-        Writing moves an idle keep-alive's deadline later, never earlier, so a timer already
-        armed stays right (see _arm_timer); anything else goes through `flush`."""
+    def flush_output(self, now: float) -> None:
+        """The fan-out pass's call (`now`: the pass's clock time): when the hub left only
+        bytes, write them and stop there. A write moves an idle keep-alive's deadline later,
+        never earlier, and never makes one where there was none (a session has a keep-alive
+        deadline from the moment it has a keep-alive), so the timer armed, or not armed, at the
+        last state change stays right (see _arm_timer); anything else goes through `flush`."""
         sub = self.subscriber
         session = self.session
-        if sub is None or session is None or self.closed or sub.events or self._timer_at is None:
+        if sub is None or session is None or self.closed or sub.events:
             self.flush()
             return
         buf = sub.outbuf
@@ -609,7 +611,7 @@ class ProxyConnection:
             data = bytes(buf)
             buf.clear()
             self.io.write(data)
-            session.wrote(self.node.clock())
+            session.wrote(now)
 
     def flush(self) -> None:
         """Drain the subscriber: act on hub events, write pending bytes, re-arm the timer."""

@@ -348,8 +348,9 @@ class ProxyNode:
     def flush_pass(self) -> None:
         """Write one slice of dirty connections; asks for another pass if some are left."""
         batch, more = self.take_flush_batch()
+        now = self.clock()  # one clock read per slice: a slice takes milliseconds
         for conn in batch:
-            conn.flush_output()
+            conn.flush_output(now)
         if more:
             self.schedule_flush()
 
