@@ -23,7 +23,8 @@ Scenarios (``--scenarios``, default all):
 
 Prints one table per scenario with gripcore's ratio to each peer, and writes every raw figure to
 ``--out`` (JSON). ``BENCH_GRIPCORE_PROFILE=DIR`` runs gripcore under ``cProfile`` (one
-``.prof`` file per scenario in DIR).
+``.prof`` file per scenario in DIR); ``BENCH_GRIPCORE_WORKERS=N`` runs ``gripcore serve --workers
+N`` (worker processes sharing the listeners; the default is one process).
 """
 
 from __future__ import annotations
@@ -274,6 +275,9 @@ def run_gripcore(
         "--shutdown-grace",
         "1",
     ]
+    workers = int(os.environ.get("BENCH_GRIPCORE_WORKERS", "1"))
+    if workers > 1:
+        serve += ["--workers", str(workers)]
     profile_dir = os.environ.get("BENCH_GRIPCORE_PROFILE")
     if profile_dir:
         Path(profile_dir).mkdir(parents=True, exist_ok=True)

@@ -41,6 +41,7 @@ DEFAULTS: list[tuple[str, object]] = [
     ("engine", "memory"),
     ("history", 0),
     ("adapter", "asyncio"),
+    ("workers", 1),
     ("max_connections", 50_000),
     ("max_request_header_size", 8192),
     ("max_request_body", 100_000),
@@ -254,6 +255,8 @@ BAD_VALUES: list[tuple[str, str, str]] = [
     ("history", "-1", "must be an integer >= 0, got -1"),
     ("history", "lots", "must be an integer, got 'lots'"),
     ("adapter", "trio", "must be one of asyncio, gevent; got 'trio'"),
+    ("workers", "0", "must be an integer >= 1, got 0"),
+    ("workers", "two", "must be an integer, got 'two'"),
     ("max_connections", "0", "must be an integer >= 1, got 0"),
     ("max_connections", "1.5", "must be an integer, got '1.5'"),
     ("max_connections", "9" * 31, "must be an integer, got"),
@@ -345,6 +348,7 @@ BAD_TYPED: list[tuple[str, object, str]] = [
     ("history", True, "must be an integer >= 0, got a boolean"),
     ("history", 1.0, "must be an integer >= 0, got a number"),
     ("adapter", "gevent ", "must be one of asyncio, gevent; got 'gevent '"),
+    ("workers", 0, "must be an integer >= 1, got 0"),
     ("max_connections", -1, "must be an integer >= 1, got -1"),
     ("max_output_buffer", "1", "must be an integer >= 1, got a string"),
     ("id_cache_ttl", "60", "must be a number of seconds >= 0, got a string"),
@@ -419,6 +423,7 @@ GOOD_TEXT: list[tuple[str, str, object]] = [
     ("engine", "rediss://user:pw@[::1]/2", "rediss://user:pw@[::1]/2"),
     ("history", "100", 100),
     ("adapter", "GEVENT", "gevent"),
+    ("workers", " 2 ", 2),
     ("max_connections", " 1_000 ", 1000),
     ("max_connections", "+5", 5),
     ("id_cache_ttl", "0", 0.0),
@@ -479,6 +484,7 @@ debug = true
 engine = "redis://127.0.0.1:6379/0"
 history = 10
 adapter = "gevent"
+workers = 3
 max-connections = 1_000
 max_request_header_size = 16384
 max-request-body = 200000
@@ -511,6 +517,7 @@ def test_full_config_file() -> None:
         engine="redis://127.0.0.1:6379/0",
         history=10,
         adapter="gevent",
+        workers=3,
         max_connections=1000,
         max_request_header_size=16384,
         max_request_body=200_000,
@@ -639,6 +646,7 @@ def _configs(draw: st.DrawFn) -> Config:
         engine=draw(st.sampled_from(["memory", "redis://r:6379/1", "rediss://[::1]"])),
         history=draw(st.integers(0, 10**6)),
         adapter=draw(st.sampled_from(["asyncio", "gevent"])),
+        workers=draw(st.integers(1, 64)),
         max_connections=draw(st.integers(1, 2**40)),
         max_output_buffer=draw(st.integers(1, 2**40)),
         id_cache_ttl=draw(st.just(0.0) | _seconds),

@@ -23,7 +23,7 @@ import os
 import ssl as ssl_module
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, cast
 
 from gripcore._broker import Broker
@@ -49,6 +49,7 @@ from gripcore._originhttp import OriginError
 from gripcore._routes import RouteTable, Target
 
 from ._origin import OriginClient
+from ._workers import CLIENT_BACKLOG, PUBLISH_BACKLOG, Worker, run_workers
 
 __all__ = ["Server", "run"]
 
@@ -130,20 +131,45 @@ class Server(LocalPublishing):
                 last = current
                 self.reload_routes()
 
-    async def start(self) -> None:
+    async def start(self, worker: Worker | None = None) -> None:
+        """Listen (on `worker`'s sockets when one of several worker processes, see _workers:
+        then only worker 0 has the publish API) and start watching the routes file."""
         loop = asyncio.get_running_loop()
-        for host, port in self.config.listen:
+        if worker is not None:
+            for sock in worker.listen:
+                server = await loop.create_server(
+                    lambda: ClientProtocol(self), sock=sock, backlog=CLIENT_BACKLOG
+                )
+                self._servers.append(server)
+                self.listen_addresses.append(sock.getsockname()[:2])
+        else:
+            for host, port in self.config.listen:
+                server = await loop.create_server(
+                    lambda: ClientProtocol(self),
+                    host,
+                    port,
+                    reuse_address=True,
+                    backlog=CLIENT_BACKLOG,
+                )
+                self._servers.append(server)
+                self.listen_addresses.append(server.sockets[0].getsockname()[:2])
+        if worker is not None and worker.publish is not None:
             server = await loop.create_server(
-                lambda: ClientProtocol(self), host, port, reuse_address=True, backlog=4096
+                lambda: PublishProtocol(self), sock=worker.publish, backlog=PUBLISH_BACKLOG
             )
             self._servers.append(server)
-            self.listen_addresses.append(server.sockets[0].getsockname()[:2])
-        host, port = self.config.publish_listen
-        server = await loop.create_server(
-            lambda: PublishProtocol(self), host, port, reuse_address=True, backlog=1024
-        )
-        self._servers.append(server)
-        self.publish_address = server.sockets[0].getsockname()[:2]
+            self.publish_address = worker.publish.getsockname()[:2]
+        elif worker is None:
+            host, port = self.config.publish_listen
+            server = await loop.create_server(
+                lambda: PublishProtocol(self),
+                host,
+                port,
+                reuse_address=True,
+                backlog=PUBLISH_BACKLOG,
+            )
+            self._servers.append(server)
+            self.publish_address = server.sockets[0].getsockname()[:2]
         if self.config.routes_file and not self.config.routes:
             self._watcher = asyncio.ensure_future(self._watch_routes(self.config.routes_file))
 
@@ -421,12 +447,19 @@ class PublishProtocol(asyncio.Protocol):
 
 def run(config: Config, *, ready: Callable[[Server], None] | None = None) -> int:
     """Run a server until SIGINT/SIGTERM; SIGHUP reloads routes. Returns the exit status.
-    Uses uvloop when it is installed (the `uvloop` extra)."""
+    Uses uvloop when it is installed (the `uvloop` extra). With `config.workers` > 1, runs that
+    many worker processes under a supervisor (_workers; `ready` is then not called)."""
+    if config.workers > 1:
+        return run_workers(config, lambda worker: _run_loop(_main(config, None, worker)))
+    return _run_loop(_main(config, ready))
+
+
+def _run_loop(main: Coroutine[Any, Any, int]) -> int:
     try:
         import uvloop  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
-        return asyncio.run(_main(config, ready))
-    return int(uvloop.run(_main(config, ready)))
+        return asyncio.run(main)
+    return int(uvloop.run(main))
 
 
 def _announce(server: Server) -> None:
@@ -436,7 +469,9 @@ def _announce(server: Server) -> None:
         print(banner, flush=True)
 
 
-async def _main(config: Config, ready: Callable[[Server], None] | None) -> int:
+async def _main(
+    config: Config, ready: Callable[[Server], None] | None, worker: Worker | None = None
+) -> int:
     import signal
 
     problem = unsupported_options(config)
@@ -445,12 +480,15 @@ async def _main(config: Config, ready: Callable[[Server], None] | None) -> int:
         return 2
     try:
         server = Server(config)
-        await server.start()
+        await server.start(worker)
+        if worker is not None:
+            await worker.attach(server)
     except (OSError, UnicodeDecodeError, ProtocolError) as exc:
         # a routes file that does not parse, a key that does not load, a port in use...
         print(f"gripcore serve: cannot start: {exc}", file=sys.stderr)
         return 2
-    _announce(server)
+    if worker is None or worker.publish is not None:
+        _announce(server)
     if ready is not None:
         ready(server)
     loop = asyncio.get_running_loop()
@@ -458,6 +496,11 @@ async def _main(config: Config, ready: Callable[[Server], None] | None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, server.reload_routes)
+    if worker is not None:
+        worker.watch(stop)
     await stop.wait()
     await server.close(config.shutdown_grace)
+    if worker is not None:
+        worker.close()
+        return worker.status
     return 0

@@ -636,7 +636,8 @@ OPTIONS: Final[tuple[Option, ...]] = (
         _parse_lower,
         _check_choice(ADAPTERS),
     ),
-    _limit("max_connections", 1, "most client connections at once"),
+    _limit("workers", 1, "processes sharing the client listeners (asyncio adapter)"),
+    _limit("max_connections", 1, "most client connections at once (per worker)"),
     _limit("max_request_header_size", 1, "largest client request head in bytes (else 431)"),
     _limit("max_request_body", 1, "largest client request body in bytes (buffered for GRIP)"),
     _limit("max_publish_body", 1, "largest publish request body in bytes (else 413)"),
@@ -708,6 +709,7 @@ class Config:
     engine: str = "memory"
     history: int = 0
     adapter: str = "asyncio"
+    workers: int = 1
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_request_header_size: int = DEFAULT_MAX_REQUEST_HEADER_SIZE
     max_request_body: int = DEFAULT_MAX_REQUEST_BODY

@@ -41,6 +41,7 @@ from ._metrics import Registry
 from ._originhttp import OriginError
 from ._publishapi import handle_publish_request
 from ._publishing import PublishConveniences
+from ._relay import encode_relay_frame
 from ._routes import Route, RouteTable, Target, parse_routes
 from ._sequencer import Sequencer
 from ._sig import SigningKey, mint_sig, parse_key_spec
@@ -169,6 +170,9 @@ class ProxyNode:
     """Set by the driver: run `flush_pass()` soon (after reading what is ready to be read)."""
     set_broker_timer: Callable[[float | None], None] = field(init=False, default=lambda _: None)
     """Set by the driver: call `handle_broker_timer()` at this clock time (None: cancel)."""
+    relay: Callable[[bytes], None] | None = field(init=False, default=None)
+    """Set by the driver of the worker that serves the publish API when it has sibling
+    workers: write this relay frame (gripcore._relay) to every sibling, in call order."""
 
     def __post_init__(self) -> None:
         config = self.config
@@ -306,8 +310,16 @@ class ProxyNode:
     # --- publishing and fan-out ---
 
     def publish(self, items: Sequence[Any]) -> None:
-        """Publish validated items: fan out, then ask the driver for a flush pass (if output
-        is waiting) and for the broker's timer (items waiting for their predecessor)."""
+        """Publish validated items: hand them to the sibling workers first (if any: they
+        start their own passes meanwhile), fan out, then ask the driver for a flush pass (if
+        output is waiting) and for the broker's timer (items waiting for their predecessor)."""
+        if self.relay is not None:
+            self.relay(encode_relay_frame(items))
+        self.publish_relayed(items)
+
+    def publish_relayed(self, items: Sequence[Any]) -> None:
+        """Publish a batch another worker relayed (in the order it was relayed): as `publish`,
+        without relaying it again."""
         result = self.broker.publish(items, self.clock())
         self.wake(result.woken)
         self.set_broker_timer(self.broker.next_deadline())
@@ -421,6 +433,8 @@ def unsupported_options(config: Config) -> str | None:
         return f"--engine {config.engine}: only the in-process memory engine is available yet"
     if config.history:
         return "--history: per-channel history is not available yet"
+    if config.workers > 1 and config.adapter != "asyncio":
+        return f"--workers {config.workers}: only the asyncio adapter runs several workers"
     return None
 
 
