@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, cast
 
 from gripcore._errors import ProtocolError
 from gripcore._node import unsupported_options
-from gripcore._relay import RelayDecoder
+from gripcore._relay import RelayDecoder, relay_frame_limit
 
 if TYPE_CHECKING:
     from gripcore._config import Config
@@ -99,7 +99,8 @@ class Worker:
             server.node.relay = self._relay
         if self.relay_in is not None:
             transport, _ = await loop.create_unix_connection(
-                lambda: _RelayIn(self, server), sock=self.relay_in
+                lambda: _RelayIn(self, server, relay_frame_limit(server.config.max_publish_body)),
+                sock=self.relay_in,
             )
             self._in = transport
 
@@ -166,10 +167,10 @@ class _RelayOut(asyncio.Protocol):
 class _RelayIn(asyncio.Protocol):
     """A sibling's end: frames from worker 0, published in the order they come."""
 
-    def __init__(self, worker: Worker, server: Server) -> None:
+    def __init__(self, worker: Worker, server: Server, max_frame: int) -> None:
         self.worker = worker
         self.server = server
-        self.decoder = RelayDecoder()
+        self.decoder = RelayDecoder(max_frame)
 
     def data_received(self, data: bytes) -> None:
         try:

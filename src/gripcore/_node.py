@@ -166,9 +166,12 @@ class ProxyNode:
     connections: set[ProxyConnection] = field(init=False, default_factory=set)
     closing: bool = field(init=False, default=False)
     metrics: Registry = field(init=False, default_factory=Registry)
-    schedule_flush: Callable[[], None] = field(init=False, default=lambda: None)
+    # (default_factory: a function as a plain default would be bound as a method)
+    schedule_flush: Callable[[], None] = field(init=False, default_factory=lambda: _nothing)
     """Set by the driver: run `flush_pass()` soon (after reading what is ready to be read)."""
-    set_broker_timer: Callable[[float | None], None] = field(init=False, default=lambda _: None)
+    set_broker_timer: Callable[[float | None], None] = field(
+        init=False, default_factory=lambda: _ignore
+    )
     """Set by the driver: call `handle_broker_timer()` at this clock time (None: cancel)."""
     relay: Callable[[bytes], None] | None = field(init=False, default=None)
     """Set by the driver of the worker that serves the publish API when it has sibling
@@ -425,6 +428,14 @@ class ProxyNode:
         self.closing = True
         for conn in list(self.connections):
             conn.shutdown()
+
+
+def _nothing() -> None:
+    """The default of `schedule_flush`: no driver, no flush pass."""
+
+
+def _ignore(deadline: float | None) -> None:
+    """The default of `set_broker_timer`: no driver, no timer."""
 
 
 def unsupported_options(config: Config) -> str | None:

@@ -14,9 +14,10 @@ is the cheapest way to hand validated values across (no second JSON parse per wo
 keep their `meta` in a read-only mapping, which pickle cannot take as it is: the pickler here
 sends it as a plain dict and rebuilds the read-only view.
 
-Errors: a frame longer than `MAX_RELAY_FRAME`, or bytes that do not unpickle to a list of
-items, mean the stream is not what this module wrote: `LocalProtocolError` (our own program
-broke its contract), and the driver treats the relay as lost.
+Errors: a frame longer than the decoder's limit (`relay_frame_limit`: far above what a publish
+body within `max_publish_body` pickles to), or bytes that do not unpickle to a list of items,
+mean the stream is not what this module wrote: `LocalProtocolError` (our own program broke its
+contract), and the driver treats the relay as lost.
 """
 
 from __future__ import annotations
@@ -31,13 +32,23 @@ from typing import Any, Final
 from ._errors import LocalProtocolError
 from ._items import Item
 
-__all__ = ["MAX_RELAY_FRAME", "RelayDecoder", "encode_relay_frame"]
+__all__ = ["MAX_RELAY_FRAME", "RelayDecoder", "encode_relay_frame", "relay_frame_limit"]
 
-# Largest frame: a publish body is bounded by max_publish_body (1 MiB by default) and a batch
-# pickles to about its JSON size; 64 MiB leaves room for any sane limit and still bounds memory.
+# Largest frame a decoder takes by default: a publish body is bounded by max_publish_body (1 MB
+# by default) and a batch pickles to about its JSON size or less; 64 MiB leaves ample room.
 MAX_RELAY_FRAME: Final = 64 * 1024 * 1024
 
+# A batch pickles to at most a few times its JSON body (a minimal item's JSON is ~50 bytes, its
+# pickle ~150); the limit for a given max_publish_body keeps a wide margin over that.
+_BODY_FACTOR: Final = 8
+
 _HEADER = 4
+_MAX_ENCODABLE = 2 ** (8 * _HEADER) - 1
+
+
+def relay_frame_limit(max_publish_body: int) -> int:
+    """The decoder limit that fits publishes of up to `max_publish_body` bytes."""
+    return max(MAX_RELAY_FRAME, _BODY_FACTOR * max_publish_body)
 
 
 def _mapping_proxy(mapping: dict[Any, Any]) -> MappingProxyType[Any, Any]:
@@ -51,16 +62,17 @@ def _reduce_mapping_proxy(proxy: MappingProxyType[Any, Any]) -> tuple[Any, tuple
 _DISPATCH: Final = {**copyreg.dispatch_table, MappingProxyType: _reduce_mapping_proxy}
 
 
-def encode_relay_frame(items: Sequence[Item]) -> bytes:
-    """One frame carrying `items` (already validated), for every sibling worker."""
+def encode_relay_frame(items: Sequence[Item], max_frame: int = _MAX_ENCODABLE) -> bytes:
+    """One frame carrying `items` (already validated), for every sibling worker. Raises
+    `LocalProtocolError` past `max_frame` (by default what the 4-byte length can say)."""
     out = io.BytesIO()
     out.write(b"\0" * _HEADER)
     pickler = pickle.Pickler(out, protocol=pickle.HIGHEST_PROTOCOL)
     pickler.dispatch_table = _DISPATCH
     pickler.dump(list(items))
     size = out.tell() - _HEADER
-    if size > MAX_RELAY_FRAME:
-        raise LocalProtocolError(f"relay frame of {size} bytes exceeds {MAX_RELAY_FRAME}")
+    if size > max_frame:
+        raise LocalProtocolError(f"relay frame of {size} bytes exceeds {max_frame}")
     frame = out.getbuffer()
     frame[:_HEADER] = size.to_bytes(_HEADER, "big")
     del frame  # release the view before reading the bytes out
