@@ -23,8 +23,10 @@ Scenarios (``--scenarios``, default all):
 
 Prints one table per scenario with gripcore's ratio to each peer, and writes every raw figure to
 ``--out`` (JSON). ``BENCH_GRIPCORE_PROFILE=DIR`` runs gripcore under ``cProfile`` (one
-``.prof`` file per scenario in DIR); ``BENCH_GRIPCORE_WORKERS=N`` runs ``gripcore serve --workers
-N`` (worker processes sharing the listeners; the default is one process).
+``.prof`` file per scenario in DIR; not with ``--gripcore-workers``: workers exit without
+writing one).
+``--gripcore-workers N`` runs ``gripcore serve --workers N`` (N processes sharing the listeners,
+as Nchan runs one nginx worker per core); the default is one process.
 """
 
 from __future__ import annotations
@@ -238,7 +240,7 @@ def origin(workdir: Path) -> Iterator[tuple[int, int]]:
 
 
 @contextmanager
-def run_proxy(name: str, workdir: Path, label: str) -> Iterator[Proxy]:
+def run_proxy(name: str, workdir: Path, label: str, workers: int = 1) -> Iterator[Proxy]:
     """Start one proxy (with the bench origin where it needs one); always stop it."""
     if name == "nchan":
         with run_nchan(workdir) as proxy:
@@ -246,7 +248,7 @@ def run_proxy(name: str, workdir: Path, label: str) -> Iterator[Proxy]:
         return
     with origin(workdir) as (origin_port, origin_pid):
         if name in ADAPTER_OF:
-            with run_gripcore(workdir, origin_port, label, name) as proxy:
+            with run_gripcore(workdir, origin_port, label, name, workers) as proxy:
                 proxy.origin_sids = {origin_pid}
                 yield proxy
         else:
@@ -257,7 +259,7 @@ def run_proxy(name: str, workdir: Path, label: str) -> Iterator[Proxy]:
 
 @contextmanager
 def run_gripcore(
-    workdir: Path, origin_port: int, label: str, name: str = "gripcore"
+    workdir: Path, origin_port: int, label: str, name: str = "gripcore", workers: int = 1
 ) -> Iterator[Proxy]:
     http_port, publish_port = free_port(), free_port()
     serve = [
@@ -275,8 +277,7 @@ def run_gripcore(
         "--shutdown-grace",
         "1",
     ]
-    workers = int(os.environ.get("BENCH_GRIPCORE_WORKERS", "1"))
-    if workers > 1:
+    if workers > 1 and ADAPTER_OF[name] == "asyncio":  # gevent runs one process
         serve += ["--workers", str(workers)]
     profile_dir = os.environ.get("BENCH_GRIPCORE_PROFILE")
     if profile_dir:
@@ -825,6 +826,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--offered", type=float, default=300000.0, help="offered deliveries/s (0: unpaced)"
     )
     p.add_argument("--duration", type=float, default=5.0, help="publish seconds per fan-out run")
+    p.add_argument(
+        "--gripcore-workers", type=int, default=1, help="gripcore serve --workers N (asyncio)"
+    )
     p.add_argument("--latency-conns", type=int, default=1000)
     p.add_argument("--latency-duration", type=float, default=5.0)
     p.add_argument("--ramp-conns", type=int, default=10000)
@@ -891,7 +895,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 wd = Path(tmp) / f"{label}-{name}"
                 wd.mkdir()
                 try:
-                    with run_proxy(name, wd, label) as proxy:
+                    with run_proxy(name, wd, label, args.gripcore_workers) as proxy:
                         res[name] = run(proxy)
                 except (RuntimeError, OSError, subprocess.SubprocessError, ValueError) as exc:
                     res[name] = {"error": f"{type(exc).__name__}: {exc}"}

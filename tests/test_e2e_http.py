@@ -524,6 +524,7 @@ def test_metrics_endpoint_counts_connections_and_deliveries(
     assert int(stream_line.split()[-1]) >= 1
     assert "gripcore_deliveries_total " in text
     assert "gripcore_origin_request_seconds_count " in text
+    assert "\ngripcore_workers 1\n" in text  # one process (see test_workers.py for several)
 
 
 def test_a_stalled_reader_is_closed_and_the_others_get_everything(

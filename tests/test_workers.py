@@ -62,6 +62,7 @@ def stream_connections(publish_port: int) -> int:
         data = b""
         while chunk := s.recv(65536):
             data += chunk
+    assert b"\ngripcore_workers 2\n" in data
     match = re.search(rb'gripcore_connections\{transport="stream"\} (\d+)', data)
     assert match is not None
     return int(match.group(1))

@@ -226,6 +226,11 @@ class ProxyNode:
 
         m.gauge("connections", "Client connections by transport.", transports, ("transport",))
         m.gauge(
+            "workers",
+            "Worker processes (--workers); with several, these figures are worker 0's.",
+            lambda: [((), self.config.workers)],
+        )
+        m.gauge(
             "subscriptions",
             "Channel subscriptions of all connections.",
             lambda: [((), sum(hub.subscriber_count(c) for c in hub.channels()))],
