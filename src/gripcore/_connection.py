@@ -163,7 +163,7 @@ class ProxyConnection:
         self._ws_message = bytearray()
         self._ws_text = False
         self._timer_at: float | None = None
-        self._paused = False
+        self.paused = False  # the transport's buffer is above its high mark
         self.closed = False
         self._route: Route | None = None
         self._targets: Sequence[Target] = ()
@@ -200,10 +200,10 @@ class ProxyConnection:
             self._origin_ws = None
 
     def pause_writing(self) -> None:
-        self._paused = True
+        self.paused = True
 
     def resume_writing(self) -> None:
-        self._paused = False
+        self.paused = False
         self.flush()
 
     def receive_data(self, data: bytes) -> None:
@@ -595,24 +595,6 @@ class ProxyConnection:
         self._perform_hold(session.take_actions())
         self.flush()
 
-    def flush_output(self, now: float) -> None:
-        """The fan-out pass's call (`now`: the pass's clock time): when the hub left only
-        bytes, write them and stop there. A write moves an idle keep-alive's deadline later,
-        never earlier, and never makes one where there was none (a session has a keep-alive
-        deadline from the moment it has a keep-alive), so the timer armed, or not armed, at the
-        last state change stays right (see _arm_timer); anything else goes through `flush`."""
-        sub = self.subscriber
-        session = self.session
-        if sub is None or session is None or self.closed or sub.events:
-            self.flush()
-            return
-        buf = sub.outbuf
-        if buf and not self._paused:
-            data = bytes(buf)
-            buf.clear()
-            self.io.write(data)
-            session.wrote(now)
-
     def flush(self) -> None:
         """Drain the subscriber: act on hub events, write pending bytes, re-arm the timer."""
         sub = self.subscriber
@@ -641,7 +623,7 @@ class ProxyConnection:
                 self._perform_hold(session.handle_events(events))
             if self.session is not session:
                 return
-        if sub.outbuf and not self._paused:
+        if sub.outbuf and not self.paused:
             self.io.write(sub.take_output())
             session.wrote(self.node.clock())
         self._arm_timer()
