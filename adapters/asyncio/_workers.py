@@ -84,7 +84,7 @@ class Worker:
     relay_in: socket.socket | None  # a sibling: the stream from worker 0
     lifeline: int  # read end of a pipe the supervisor holds open; EOF: it is gone
     sigmask: set[int | signal.Signals]  # the mask to restore once the loop handles signals
-    status: int = 0  # the exit status the worker reports (1 after losing its relay)
+    status: int = 0  # the exit status the worker reports (1 after a relay frame it cannot read)
     _out: list[asyncio.Transport] = field(default_factory=list)
     _in: asyncio.Transport | None = None
     _stop: asyncio.Event | None = None
@@ -142,7 +142,7 @@ class Worker:
     def _relay(self, frame: bytes) -> None:
         for transport in list(self._out):
             if transport.get_write_buffer_size() > RELAY_MAX_BUFFERED:
-                log.error("worker %d: a sibling stopped reading publishes; dropping it", 0)
+                log.error("worker %d: a sibling stopped reading publishes; dropping it", self.index)
                 transport.abort()
                 self._out.remove(transport)
                 continue
