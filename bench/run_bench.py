@@ -591,11 +591,14 @@ def fanout_run(
     try:
         ready = client.ready()
         time.sleep(0.5)  # let the last subscriptions settle in the proxy
+        held = flush_pass_metrics(proxy)
         cpu_before = sessions_cpu(proxy.sids)
         pub = publisher(proxy, proto, msg_rate, duration, MAX_BATCH)
         summary = client.finish(pub["first"], pub["last"])
         proxy_cpu = sessions_cpu(proxy.sids) - cpu_before
         passes = flush_pass_metrics(proxy)
+        if passes is not None and held is not None:
+            passes["streams"] = held["streams"]
     finally:
         client.kill()
     delivered = summary["messages_in_order"] + summary["out_of_order"]
@@ -632,9 +635,15 @@ def flush_pass_metrics(proxy: Proxy) -> dict[str, float] | None:
         for key in ("sum", "count"):
             if line.startswith(f"gripcore_publish_to_write_seconds_{key} "):
                 values[key] = float(line.split()[-1])
-    if not values.get("count"):
+        if line.startswith('gripcore_connections{transport="stream"} '):
+            values["streams"] = float(line.split()[-1])
+    if "streams" not in values:
         return None
-    return {"passes": values["count"], "mean_ms": values["sum"] / values["count"] * 1000}
+    return {
+        "passes": values.get("count", 0.0),
+        "mean_ms": values["sum"] / values["count"] * 1000 if values.get("count") else 0.0,
+        "streams": values.get("streams", 0.0),  # held by the process that answered
+    }
 
 
 def scenario_fanout(ctx: Ctx, proxy: Proxy, conns: int, proto: str = "sse") -> dict[str, Any]:
@@ -779,6 +788,7 @@ FANOUT_ROWS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
     ("latency p99 ms", lambda r: r["client"]["latency_us"]["p99"] / 1000),
     ("latency max ms", lambda r: r["client"]["latency_us"]["max"] / 1000),
     ("publish to last write ms (mean per pass)", lambda r: r["flush_passes"]["mean_ms"]),
+    ("streams held by the process answering /metrics", lambda r: r["flush_passes"]["streams"]),
     ("proxy CPU s", lambda r: r["proxy_cpu_s"]),
     ("load client CPU s", lambda r: r["client"]["cpu_user_s"] + r["client"]["cpu_sys_s"]),
     ("publisher CPU s", lambda r: r["publisher"]["cpu_s"]),
