@@ -308,3 +308,18 @@ def test_flush_connections_hands_events_and_ended_connections_to_flush(fast: Mod
     fast.flush_connections([a, b], 51.0)
     assert io_a.written == [b"", b"0\r\n\r\n"]
     assert io_b.written == []
+
+
+def test_a_flush_pass_measures_from_the_publish_to_its_last_write() -> None:
+    node = make_node()
+    (a, io_a), (b, io_b) = held_stream(node), held_stream(node)
+    times = iter([10.0, 10.5, 12.25])  # wake, the slice's clock read, after the last write
+    node.clock = lambda: next(times)
+    node.wake(node.broker.publish([stream_item(b"x\n")], 10.0).woken)
+    node.flush_pass()
+    assert io_a.written == io_b.written == [b"2\r\nx\n\r\n"]
+    series = node.write_latency.series[()]
+    assert (series[-2], series[-1]) == (1, 2.25)  # one pass, 2.25 s from wake to last write
+    node.clock = lambda: 20.0
+    node.flush_pass()  # nothing was dirty: nothing written, nothing measured
+    assert (series[-2], io_a.written) == (1, [b"2\r\nx\n\r\n"])

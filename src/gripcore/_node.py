@@ -269,7 +269,7 @@ class ProxyNode:
         )
         self.write_latency = m.histogram(
             "publish_to_write_seconds",
-            "Time from a publish to the write of its output (per flush pass).",
+            "Time from a publish to the last write of the flush pass that carried it.",
         )
 
     # --- routes and keys ---
@@ -357,9 +357,6 @@ class ProxyNode:
         dirty = self._dirty
         if len(dirty) <= FLUSH_SLICE:
             self._dirty = {}
-            if self._flush_since is not None:
-                self.write_latency.observe(self.clock() - self._flush_since)
-                self._flush_since = None
             return list(dirty), False
         batch = list(itertools.islice(dirty, FLUSH_SLICE))
         for conn in batch:
@@ -367,11 +364,17 @@ class ProxyNode:
         return batch, True
 
     def flush_pass(self) -> None:
-        """Write one slice of dirty connections; asks for another pass if some are left."""
+        """Write one slice of dirty connections; asks for another pass if some are left. After
+        the last slice, `publish_to_write_seconds` gets the time from the first publish the
+        pass carried to its last write."""
         batch, more = self.take_flush_batch()
         flush_connections(batch, self.clock())  # one clock read per slice (milliseconds)
         if more:
             self.schedule_flush()
+            return
+        since, self._flush_since = self._flush_since, None
+        if since is not None:
+            self.write_latency.observe(self.clock() - since)
 
     # --- toward the origin ---
 
