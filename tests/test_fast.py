@@ -312,7 +312,7 @@ def test_flush_connections_hands_events_and_ended_connections_to_flush(fast: Mod
 
 def test_a_flush_pass_measures_from_the_publish_to_its_last_write() -> None:
     node = make_node()
-    (a, io_a), (b, io_b) = held_stream(node), held_stream(node)
+    (_, io_a), (_, io_b) = held_stream(node), held_stream(node)
     times = iter([10.0, 10.5, 12.25])  # wake, the slice's clock read, after the last write
     node.clock = lambda: next(times)
     node.wake(node.broker.publish([stream_item(b"x\n")], 10.0).woken)
