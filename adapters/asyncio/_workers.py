@@ -1,9 +1,11 @@
 """`gripcore serve --workers N`: N worker processes of the asyncio driver, one supervisor.
 
 Why: a fan-out pass is one `send()` per connection, and a loopback `send()` costs 7-10 us on a
-small machine, so one process writes 1,000 connections in ~8 ms on one core however little
+small machine, so one process writes 1,000 connections in ~10 ms on one core however little
 Python is left around the call. N workers split the connections, and so the pass, over N cores
-(DESIGN.md, "Performance model").
+(DESIGN.md, "Performance model") -- when there are N cores to spare: on a 2-core machine
+shared with the readers and other jobs, each worker's writes cost more and the pass is no
+shorter (bench/RESULTS.md, "Light-load latency").
 
 Process plumbing (all of it here; the decisions are in the core):
 
