@@ -28,7 +28,10 @@ Scenarios (``--scenarios``, default all):
 
 Prints one table per scenario with gripcore's ratio to each peer, and writes every raw figure to
 ``--out`` (JSON). ``BENCH_GRIPCORE_PROFILE=DIR`` runs gripcore under ``cProfile`` (one
-``.prof`` file per scenario in DIR).
+``.prof`` file per scenario in DIR; not with ``--gripcore-workers``: workers exit without
+writing one).
+``--gripcore-workers N`` runs ``gripcore serve --workers N`` (N processes sharing the listeners,
+as Nchan runs one nginx worker per core); the default is one process.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -242,7 +246,7 @@ def origin(workdir: Path) -> Iterator[tuple[int, int]]:
 
 
 @contextmanager
-def run_proxy(name: str, workdir: Path, label: str) -> Iterator[Proxy]:
+def run_proxy(name: str, workdir: Path, label: str, workers: int = 1) -> Iterator[Proxy]:
     """Start one proxy (with the bench origin where it needs one); always stop it."""
     if name == "nchan":
         with run_nchan(workdir) as proxy:
@@ -250,7 +254,7 @@ def run_proxy(name: str, workdir: Path, label: str) -> Iterator[Proxy]:
         return
     with origin(workdir) as (origin_port, origin_pid):
         if name in ADAPTER_OF:
-            with run_gripcore(workdir, origin_port, label, name=name) as proxy:
+            with run_gripcore(workdir, origin_port, label, name=name, workers=workers) as proxy:
                 proxy.origin_sids = {origin_pid}
                 yield proxy
         else:
@@ -266,6 +270,7 @@ def run_gripcore(
     label: str,
     extra: Sequence[str] = (),
     name: str = "gripcore",
+    workers: int = 1,
 ) -> Iterator[Proxy]:
     http_port, publish_port = free_port(), free_port()
     serve = [
@@ -284,6 +289,8 @@ def run_gripcore(
         "1",
         *extra,
     ]
+    if workers > 1 and ADAPTER_OF[name] == "asyncio":  # gevent runs one process
+        serve += ["--workers", str(workers)]
     profile_dir = os.environ.get("BENCH_GRIPCORE_PROFILE")
     if profile_dir:
         Path(profile_dir).mkdir(parents=True, exist_ok=True)
@@ -637,10 +644,14 @@ def fanout_run(
     try:
         ready = client.ready()
         time.sleep(0.5)  # let the last subscriptions settle in the proxy
+        held = flush_pass_metrics(proxy)
         cpu_before = sessions_cpu(proxy.sids)
         pub = publisher(proxy, proto, msg_rate, duration, MAX_BATCH)
         summary = client.finish(pub["first"], pub["last"])
         proxy_cpu = sessions_cpu(proxy.sids) - cpu_before
+        passes = flush_pass_metrics(proxy)
+        if passes is not None and held is not None:
+            passes["streams"] = held["streams"]
     finally:
         client.kill()
     delivered = summary["messages_in_order"] + summary["out_of_order"]
@@ -657,9 +668,34 @@ def fanout_run(
         and summary["conns_failed"] == 0
         and summary["closed_after_open"] == 0,
         "proxy_cpu_s": proxy_cpu,
+        "flush_passes": passes,
         "ready": ready,
         "client": summary,
         "publisher": pub,
+    }
+
+
+def flush_pass_metrics(proxy: Proxy) -> dict[str, float] | None:
+    """gripcore's `publish_to_write_seconds` (from a publish to the last write of its flush
+    pass) as its /metrics reports it (with --workers: the worker that answered)."""
+    if proxy.name not in ADAPTER_OF:
+        return None
+    url = f"http://127.0.0.1:{proxy.publish_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        text = answer.read().decode()
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        for key in ("sum", "count"):
+            if line.startswith(f"gripcore_publish_to_write_seconds_{key} "):
+                values[key] = float(line.split()[-1])
+        if line.startswith('gripcore_connections{transport="stream"} '):
+            values["streams"] = float(line.split()[-1])
+    if "streams" not in values:
+        return None
+    return {
+        "passes": values.get("count", 0.0),
+        "mean_ms": values["sum"] / values["count"] * 1000 if values.get("count") else 0.0,
+        "streams": values.get("streams", 0.0),  # held by the process that answered
     }
 
 
@@ -857,6 +893,8 @@ FANOUT_ROWS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
     ("latency p50 ms", lambda r: r["client"]["latency_us"]["p50"] / 1000),
     ("latency p99 ms", lambda r: r["client"]["latency_us"]["p99"] / 1000),
     ("latency max ms", lambda r: r["client"]["latency_us"]["max"] / 1000),
+    ("publish to last write ms (mean per pass)", lambda r: r["flush_passes"]["mean_ms"]),
+    ("streams held by the process answering /metrics", lambda r: r["flush_passes"]["streams"]),
     ("proxy CPU s", lambda r: r["proxy_cpu_s"]),
     ("load client CPU s", lambda r: r["client"]["cpu_user_s"] + r["client"]["cpu_sys_s"]),
     ("publisher CPU s", lambda r: r["publisher"]["cpu_s"]),
@@ -904,6 +942,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--offered", type=float, default=300000.0, help="offered deliveries/s (0: unpaced)"
     )
     p.add_argument("--duration", type=float, default=5.0, help="publish seconds per fan-out run")
+    p.add_argument(
+        "--gripcore-workers", type=int, default=1, help="gripcore serve --workers N (asyncio)"
+    )
     p.add_argument("--latency-conns", type=int, default=1000)
     p.add_argument("--latency-duration", type=float, default=5.0)
     p.add_argument("--ramp-conns", type=int, default=10000)
@@ -976,7 +1017,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 wd = Path(tmp) / f"{label}-{name}"
                 wd.mkdir()
                 try:
-                    with run_proxy(name, wd, label) as proxy:
+                    with run_proxy(name, wd, label, args.gripcore_workers) as proxy:
                         res[name] = run(proxy)
                 except (RuntimeError, OSError, subprocess.SubprocessError, ValueError) as exc:
                     res[name] = {"error": f"{type(exc).__name__}: {exc}"}

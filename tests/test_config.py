@@ -42,6 +42,7 @@ DEFAULTS: list[tuple[str, object]] = [
     ("history", 0),
     ("engine_linger", 5.0),
     ("adapter", "asyncio"),
+    ("workers", 1),
     ("max_connections", 50_000),
     ("max_request_header_size", 8192),
     ("max_request_body", 100_000),
@@ -259,6 +260,9 @@ BAD_VALUES: list[tuple[str, str, str]] = [
     ("engine_linger", "-1", "must be a number of seconds >= 0, got -1.0"),
     ("engine_linger", "soon", "must be a number of seconds, got 'soon'"),
     ("adapter", "trio", "must be one of asyncio, gevent; got 'trio'"),
+    ("workers", "0", "must be an integer >= 1, got 0"),
+    ("workers", "two", "must be an integer, got 'two'"),
+    ("workers", "257", "must be an integer <= 256, got 257"),
     ("max_connections", "0", "must be an integer >= 1, got 0"),
     ("max_connections", "1.5", "must be an integer, got '1.5'"),
     ("max_connections", "9" * 31, "must be an integer, got"),
@@ -350,6 +354,8 @@ BAD_TYPED: list[tuple[str, object, str]] = [
     ("history", True, "must be an integer >= 0, got a boolean"),
     ("history", 1.0, "must be an integer >= 0, got a number"),
     ("adapter", "gevent ", "must be one of asyncio, gevent; got 'gevent '"),
+    ("workers", 0, "must be an integer >= 1, got 0"),
+    ("workers", 1000, "must be an integer <= 256, got 1000"),
     ("max_connections", -1, "must be an integer >= 1, got -1"),
     ("max_output_buffer", "1", "must be an integer >= 1, got a string"),
     ("id_cache_ttl", "60", "must be a number of seconds >= 0, got a string"),
@@ -427,6 +433,8 @@ GOOD_TEXT: list[tuple[str, str, object]] = [
     ("engine_linger", "0", 0.0),
     ("engine_linger", "0.5", 0.5),
     ("adapter", "GEVENT", "gevent"),
+    ("workers", " 2 ", 2),
+    ("workers", "256", 256),
     ("max_connections", " 1_000 ", 1000),
     ("max_connections", "+5", 5),
     ("id_cache_ttl", "0", 0.0),
@@ -487,6 +495,7 @@ debug = true
 engine = "redis://127.0.0.1:6379/0"
 history = 10
 adapter = "gevent"
+workers = 3
 max-connections = 1_000
 max_request_header_size = 16384
 max-request-body = 200000
@@ -519,6 +528,7 @@ def test_full_config_file() -> None:
         engine="redis://127.0.0.1:6379/0",
         history=10,
         adapter="gevent",
+        workers=3,
         max_connections=1000,
         max_request_header_size=16384,
         max_request_body=200_000,
@@ -648,6 +658,7 @@ def _configs(draw: st.DrawFn) -> Config:
         history=draw(st.integers(0, 10**6)),
         engine_linger=draw(st.just(0.0) | _seconds),
         adapter=draw(st.sampled_from(["asyncio", "gevent"])),
+        workers=draw(st.integers(1, 64)),
         max_connections=draw(st.integers(1, 2**40)),
         max_output_buffer=draw(st.integers(1, 2**40)),
         id_cache_ttl=draw(st.just(0.0) | _seconds),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from types import ModuleType
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -203,3 +204,122 @@ def test_selector_picks_compiled_when_importable(monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(gripcore, "_fast", stand_in, raising=False)
     assert _speedups._select() is stand_in
+
+
+# --- flush_connections: one slice of a fan-out pass, on real core connections -------------------
+
+
+class InProcessIO:
+    """A driver for one core connection that keeps what is written (the sans-IO boundary: the
+    bytes the connection hands its socket), and runs flows at once (the starter kit's origin
+    answers in process, so its flows need no I/O)."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.timers: list[float] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+    def set_timer(self, deadline: float) -> None:
+        self.timers.append(deadline)
+
+    def cancel_timer(self) -> None:
+        self.timers.clear()
+
+    def spawn(self, flow: Any) -> None:
+        from gripcore._node import run_flow_step
+
+        assert run_flow_step(flow, None, None) is None
+
+
+def held_stream(node: Any, path: str = "/test/stream") -> tuple[Any, InProcessIO]:
+    from gripcore._connection import ProxyConnection
+
+    io = InProcessIO()
+    conn = ProxyConnection(node, io, "127.0.0.1")
+    assert conn.connection_made()
+    conn.receive_data(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert io.written and io.written[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    io.written.clear()
+    return conn, io
+
+
+def make_node() -> Any:
+    from gripcore._config import Config
+    from gripcore._node import ProxyNode
+
+    return ProxyNode(
+        Config(),
+        clock=lambda: 50.0,
+        wall_clock=lambda: 1_700_000_000.0,
+        read_file=lambda path: b"",
+        is_file=os.path.isfile,
+        random_bytes=os.urandom,
+    )
+
+
+def stream_item(content: bytes) -> Any:
+    from gripcore._items import HttpStreamFormat, Item
+
+    return Item(channel="test", http_stream=HttpStreamFormat(content=content))
+
+
+def test_flush_connections_writes_each_pending_buffer_once(fast: ModuleType) -> None:
+    node = make_node()
+    (a, io_a), (b, io_b), (c, io_c) = (held_stream(node) for _ in range(3))
+    node.broker.publish([stream_item(b"one\n"), stream_item(b"two\n")], 50.0)
+    b.pause_writing()  # its transport is full: nothing is written, the bytes wait
+    fast.flush_connections([a, b, c], 51.0)
+    assert io_a.written == io_c.written == [b"4\r\none\n\r\n4\r\ntwo\n\r\n"]  # one write each
+    assert io_b.written == []
+    fast.flush_connections([a, c], 52.0)  # nothing pending: nothing written
+    assert io_a.written == io_c.written == [b"4\r\none\n\r\n4\r\ntwo\n\r\n"]
+    b.resume_writing()
+    assert io_b.written == [b"4\r\none\n\r\n4\r\ntwo\n\r\n"]
+
+
+def test_flush_connections_moves_an_idle_keep_alive(fast: ModuleType) -> None:
+    node = make_node()
+    conn, io = held_stream(node, "/test/sse")  # the starter's SSE stream keeps alive when idle
+    deadline = conn.session.next_deadline()
+    assert deadline is not None
+    node.broker.publish([stream_item(b"data: x\n\n")], 50.0)
+    fast.flush_connections([conn], 60.0)
+    assert io.written == [b"9\r\ndata: x\n\n\r\n"]
+    assert conn.session.next_deadline() == deadline + 10.0  # counted again from the write
+
+
+def test_flush_connections_hands_events_and_ended_connections_to_flush(fast: ModuleType) -> None:
+    from gripcore._items import HttpStreamFormat, Item
+
+    node = make_node()
+    (a, io_a), (b, io_b) = held_stream(node), held_stream(node)
+    # a close item: an event for the session, which ends the stream with its last chunk
+    node.broker.publish([Item(channel="test", http_stream=HttpStreamFormat(action="close"))], 50.0)
+    b.connection_lost()  # gone: no session left, nothing to write
+    fast.flush_connections([a, b], 51.0)
+    assert io_a.written == [b"", b"0\r\n\r\n"]
+    assert io_b.written == []
+
+
+def test_a_flush_pass_measures_from_the_publish_to_its_last_write() -> None:
+    node = make_node()
+    (_, io_a), (_, io_b) = held_stream(node), held_stream(node)
+    times = iter([10.0, 10.5, 12.25])  # wake, the slice's clock read, after the last write
+    node.clock = lambda: next(times)
+    node.wake(node.broker.publish([stream_item(b"x\n")], 10.0).woken)
+    node.flush_pass()
+    assert io_a.written == io_b.written == [b"2\r\nx\n\r\n"]
+    series = node.write_latency.series[()]
+    assert (series[-2], series[-1]) == (1, 2.25)  # one pass, 2.25 s from wake to last write
+    node.clock = lambda: 20.0
+    node.flush_pass()  # nothing was dirty: nothing written, nothing measured
+    assert (series[-2], io_a.written) == (1, [b"2\r\nx\n\r\n"])

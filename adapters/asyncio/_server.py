@@ -24,7 +24,7 @@ import os
 import ssl as ssl_module
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, cast
 
 from gripcore._config import Config
@@ -51,6 +51,7 @@ from gripcore._routes import Target
 from ._origin import OriginClient
 from ._redis import RedisDriver
 from ._scheduling import LoopScheduling
+from ._workers import CLIENT_BACKLOG, PUBLISH_BACKLOG, Worker, run_workers
 
 __all__ = ["Server", "run"]
 
@@ -70,7 +71,11 @@ ROUTES_POLL_INTERVAL = 1.0
 
 
 def _clock() -> float:
-    return asyncio.get_running_loop().time()
+    """The core's clock: CLOCK_MONOTONIC, the base of the loop's own `time()` (so deadlines go
+    to `call_at` as they are), read afresh. uvloop's `loop.time()` is libuv's time, cached
+    once per loop iteration in whole milliseconds: it left a flush slice's own duration out of
+    `publish_to_write_seconds`."""
+    return time.monotonic()
 
 
 class Server(NodeServer, LoopScheduling):
@@ -113,23 +118,48 @@ class Server(NodeServer, LoopScheduling):
                 last = current
                 self.reload_routes()
 
-    async def start(self) -> None:
-        """Listen. Raises EngineUnavailable when the engine (Redis) cannot be reached."""
+    async def start(self, worker: Worker | None = None) -> None:
+        """Listen (on `worker`'s sockets when one of several worker processes, see _workers:
+        then only worker 0 has the publish API) and start watching the routes file. Raises
+        EngineUnavailable when the engine (Redis) cannot be reached."""
         loop = asyncio.get_running_loop()
         if self.engine_driver is not None:
             await self.engine_driver.start()
-        for host, port in self.config.listen:
+        if worker is not None:
+            for sock in worker.listen:
+                server = await loop.create_server(
+                    lambda: ClientProtocol(self), sock=sock, backlog=CLIENT_BACKLOG
+                )
+                self._servers.append(server)
+                self.listen_addresses.append(sock.getsockname()[:2])
+        else:
+            for host, port in self.config.listen:
+                server = await loop.create_server(
+                    lambda: ClientProtocol(self),
+                    host,
+                    port,
+                    reuse_address=True,
+                    backlog=CLIENT_BACKLOG,
+                )
+                self._servers.append(server)
+                self.listen_addresses.append(server.sockets[0].getsockname()[:2])
+        if worker is not None and worker.publish is not None:
             server = await loop.create_server(
-                lambda: ClientProtocol(self), host, port, reuse_address=True, backlog=4096
+                lambda: PublishProtocol(self), sock=worker.publish, backlog=PUBLISH_BACKLOG
             )
             self._servers.append(server)
-            self.listen_addresses.append(server.sockets[0].getsockname()[:2])
-        host, port = self.config.publish_listen
-        server = await loop.create_server(
-            lambda: PublishProtocol(self), host, port, reuse_address=True, backlog=1024
-        )
-        self._servers.append(server)
-        self.publish_address = server.sockets[0].getsockname()[:2]
+            self.publish_address = worker.publish.getsockname()[:2]
+        elif worker is None:
+            host, port = self.config.publish_listen
+            server = await loop.create_server(
+                lambda: PublishProtocol(self),
+                host,
+                port,
+                reuse_address=True,
+                backlog=PUBLISH_BACKLOG,
+            )
+            self._servers.append(server)
+            self.publish_address = server.sockets[0].getsockname()[:2]
         if self.config.routes_file and not self.config.routes:
             self._watcher = asyncio.ensure_future(self._watch_routes(self.config.routes_file))
 
@@ -278,6 +308,8 @@ class ClientProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = self.transport = cast(asyncio.Transport, transport)  # uvloop: no subclass
         transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
+        # the fan-out pass writes through this: the transport's own method, one call less
+        self.write = transport.write  # type: ignore[method-assign]
         peer = transport.get_extra_info("peername")
         conn = ProxyConnection(self.server.node, self, peer[0] if peer else "")
         if conn.connection_made():
@@ -423,12 +455,19 @@ class PublishProtocol(asyncio.Protocol):
 
 def run(config: Config, *, ready: Callable[[Server], None] | None = None) -> int:
     """Run a server until SIGINT/SIGTERM; SIGHUP reloads routes. Returns the exit status.
-    Uses uvloop when it is installed (the `uvloop` extra)."""
+    Uses uvloop when it is installed (the `uvloop` extra). With `config.workers` > 1, runs that
+    many worker processes under a supervisor (_workers; `ready` is then not called)."""
+    if config.workers > 1:
+        return run_workers(config, lambda worker: _run_loop(_main(config, None, worker)))
+    return _run_loop(_main(config, ready))
+
+
+def _run_loop(main: Coroutine[Any, Any, int]) -> int:
     try:
         import uvloop  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
-        return asyncio.run(_main(config, ready))
-    return int(uvloop.run(_main(config, ready)))
+        return asyncio.run(main)
+    return int(uvloop.run(main))
 
 
 def _announce(server: Server) -> None:
@@ -438,12 +477,16 @@ def _announce(server: Server) -> None:
         print(banner, flush=True)
 
 
-async def _main(config: Config, ready: Callable[[Server], None] | None) -> int:
+async def _main(
+    config: Config, ready: Callable[[Server], None] | None, worker: Worker | None = None
+) -> int:
     import signal
 
     try:
         server = Server(config)
-        await server.start()
+        await server.start(worker)
+        if worker is not None:
+            await worker.attach(server)
     except EngineUnavailable as exc:
         print(f"gripcore serve: cannot start: engine unavailable: {exc}", file=sys.stderr)
         await server.close()
@@ -452,7 +495,8 @@ async def _main(config: Config, ready: Callable[[Server], None] | None) -> int:
         # a routes file that does not parse, a key that does not load, a port in use...
         print(f"gripcore serve: cannot start: {exc}", file=sys.stderr)
         return 2
-    _announce(server)
+    if worker is None or worker.publish is not None:
+        _announce(server)
     if ready is not None:
         ready(server)
     loop = asyncio.get_running_loop()
@@ -460,6 +504,11 @@ async def _main(config: Config, ready: Callable[[Server], None] | None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, server.reload_routes)
+    if worker is not None:
+        worker.watch(stop)
     await stop.wait()
     await server.close(config.shutdown_grace)
+    if worker is not None:
+        worker.close()
+        return worker.status
     return 0

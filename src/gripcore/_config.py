@@ -72,6 +72,9 @@ DEFAULT_LISTEN: Final = (("0.0.0.0", 7999),)
 # because it is unauthenticated by default.
 DEFAULT_PUBLISH_LISTEN: Final = ("127.0.0.1", 5561)
 
+# Most worker processes (--workers): each is a whole copy of the proxy with its own broker and
+# one relay stream; far more than any machine's cores is a typo, not a deployment.
+MAX_WORKERS: Final = 256
 # Pushpin's client_maxconn: past it new clients wait in the listen backlog rather than each
 # taking a descriptor and buffers.
 DEFAULT_MAX_CONNECTIONS: Final = 50_000
@@ -361,12 +364,14 @@ def _parse_bool(raw: object) -> bool:
     return _check_bool(raw)
 
 
-def _check_int(minimum: int) -> Callable[[object], int]:
+def _check_int(minimum: int, maximum: int | None = None) -> Callable[[object], int]:
     def check(value: object) -> int:
         if not isinstance(value, int) or isinstance(value, bool):
             raise _Invalid(f"must be an integer >= {minimum}, got {_kind(value)}")
         if value < minimum:
             raise _Invalid(f"must be an integer >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise _Invalid(f"must be an integer <= {maximum}, got {value}")
         return value
 
     return check
@@ -637,7 +642,15 @@ OPTIONS: Final[tuple[Option, ...]] = (
         _parse_lower,
         _check_choice(ADAPTERS),
     ),
-    _limit("max_connections", 1, "most client connections at once"),
+    Option(
+        "workers",
+        "workers",
+        "N",
+        "processes sharing the client listeners (asyncio adapter)",
+        _parse_int,
+        _check_int(1, MAX_WORKERS),
+    ),
+    _limit("max_connections", 1, "most client connections at once (per worker)"),
     _limit("max_request_header_size", 1, "largest client request head in bytes (else 431)"),
     _limit("max_request_body", 1, "largest client request body in bytes (buffered for GRIP)"),
     _limit("max_publish_body", 1, "largest publish request body in bytes (else 413)"),
@@ -710,6 +723,7 @@ class Config:
     history: int = 0
     engine_linger: float = DEFAULT_ENGINE_LINGER
     adapter: str = "asyncio"
+    workers: int = 1
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_request_header_size: int = DEFAULT_MAX_REQUEST_HEADER_SIZE
     max_request_body: int = DEFAULT_MAX_REQUEST_BODY

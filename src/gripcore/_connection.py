@@ -164,7 +164,7 @@ class ProxyConnection:
         self._ws_message = bytearray()
         self._ws_text = False
         self._timer_at: float | None = None
-        self._paused = False
+        self.paused = False  # the transport's buffer is above its high mark
         self.closed = False
         self._route: Route | None = None
         self._targets: Sequence[Target] = ()
@@ -203,10 +203,10 @@ class ProxyConnection:
             self._origin_ws = None
 
     def pause_writing(self) -> None:
-        self._paused = True
+        self.paused = True
 
     def resume_writing(self) -> None:
-        self._paused = False
+        self.paused = False
         self.flush()
 
     def receive_data(self, data: bytes) -> None:
@@ -597,22 +597,6 @@ class ProxyConnection:
         self._perform_hold(session.take_actions())
         self.flush()
 
-    def flush_output(self) -> None:
-        """The fan-out pass's call: when the hub left only bytes, write them and stop there.
-        Writing moves an idle keep-alive's deadline later, never earlier, so a timer already
-        armed stays right (see _arm_timer); anything else goes through `flush`."""
-        sub = self.subscriber
-        session = self.session
-        if sub is None or session is None or self.closed or sub.events or self._timer_at is None:
-            self.flush()
-            return
-        buf = sub.outbuf
-        if buf and not self._paused:
-            data = bytes(buf)
-            buf.clear()
-            self.io.write(data)
-            session.wrote(self.node.clock())
-
     def flush(self) -> None:
         """Drain the subscriber: act on hub events, write pending bytes, re-arm the timer."""
         sub = self.subscriber
@@ -641,7 +625,7 @@ class ProxyConnection:
                 self._perform_hold(session.handle_events(events))
             if self.session is not session:
                 return
-        if sub.outbuf and not self._paused:
+        if sub.outbuf and not self.paused:
             self.io.write(sub.take_output())
             session.wrote(self.node.clock())
         self._arm_timer()

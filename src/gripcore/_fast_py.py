@@ -7,13 +7,15 @@ per delivery or per byte live here, and each earns its place with a number in be
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
+from typing import Any
 
 __all__ = [
     "encode_chunk",
     "encode_woh_event",
     "encode_ws_frame",
     "fanout",
+    "flush_connections",
     "ws_frame_header",
 ]
 
@@ -85,3 +87,30 @@ def fanout(
         buf += payload
         delivered += 1
     return delivered
+
+
+def flush_connections(batch: Sequence[Any], now: float) -> None:
+    """One slice of a fan-out pass: write each connection's pending output in one `io.write`.
+
+    `batch` holds `gripcore._connection.ProxyConnection`s; what is read of each: `subscriber`
+    (its `outbuf`, a bytearray, and `events`), `session` (`wrote(now)`), `closed`, `paused`,
+    `io` (`write(bytes)`) and `flush()`. A connection with hub events waiting, no session or
+    subscriber, or closed goes through its own `flush()` (acts on the events, re-arms its
+    timer). The others only have bytes: written unless the transport asked for a pause, then
+    `session.wrote(now)` (an idle keep-alive starts counting again). A write moves a keep-alive
+    deadline later and never makes one where there was none (a session has a keep-alive
+    deadline from the moment it has a keep-alive), so the timer armed, or not armed, at the last
+    state change stays right (ProxyConnection._arm_timer). `now` is the slice's clock time.
+    """
+    for conn in batch:
+        sub = conn.subscriber
+        session = conn.session
+        if sub is None or session is None or conn.closed or sub.events:
+            conn.flush()
+            continue
+        buf = sub.outbuf
+        if buf and not conn.paused:
+            data = bytes(buf)
+            buf.clear()
+            conn.io.write(data)
+            session.wrote(now)

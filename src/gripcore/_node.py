@@ -42,9 +42,11 @@ from ._metrics import Counter, Registry
 from ._originhttp import OriginError
 from ._publishapi import PublishResponse, engine_unavailable_response, handle_publish_request
 from ._publishing import PublishConveniences
+from ._relay import encode_relay_frame
 from ._routes import Route, RouteTable, Target, parse_routes
 from ._sequencer import Sequencer
 from ._sig import SigningKey, mint_sig, parse_key_spec
+from ._speedups import flush_connections
 
 if TYPE_CHECKING:
     from ._connection import OriginWsLink, ProxyConnection
@@ -192,14 +194,22 @@ class ProxyNode:
     connections: set[ProxyConnection] = field(init=False, default_factory=set)
     closing: bool = field(init=False, default=False)
     metrics: Registry = field(init=False, default_factory=Registry)
-    schedule_flush: Callable[[], None] = field(init=False, default=lambda: None)
+    # (default_factory: a function as a plain default would be bound as a method)
+    schedule_flush: Callable[[], None] = field(init=False, default_factory=lambda: _nothing)
     """Set by the driver: run `flush_pass()` soon (after reading what is ready to be read)."""
-    set_broker_timer: Callable[[float | None], None] = field(init=False, default=lambda _: None)
+    set_broker_timer: Callable[[float | None], None] = field(
+        init=False, default_factory=lambda: _ignore
+    )
     """Set by the driver: call `handle_broker_timer()` at this clock time (None: cancel)."""
-    publish_remote: Callable[[Sequence[Item]], None] = field(init=False, default=lambda _: None)
+    publish_remote: Callable[[Sequence[Item]], None] = field(
+        init=False, default_factory=lambda: _drop
+    )
     """Set by the driver of a remote engine (Redis): publish these items through it, in the
     background (used by in-process publishing; the publish API waits for the engine instead
     and answers 503 when it cannot take them)."""
+    relay: Callable[[bytes], None] | None = field(init=False, default=None)
+    """Set by the driver of the worker that serves the publish API when it has sibling
+    workers: write this relay frame (gripcore._relay) to every sibling, in call order."""
 
     def __post_init__(self) -> None:
         config = self.config
@@ -264,6 +274,11 @@ class ProxyNode:
 
         m.gauge("connections", "Client connections by transport.", transports, ("transport",))
         m.gauge(
+            "workers",
+            "Worker processes (--workers); with several, these figures are worker 0's.",
+            lambda: [((), self.config.workers)],
+        )
+        m.gauge(
             "subscriptions",
             "Channel subscriptions of all connections.",
             lambda: [((), sum(hub.subscriber_count(c) for c in hub.channels()))],
@@ -327,7 +342,7 @@ class ProxyNode:
         )
         self.write_latency = m.histogram(
             "publish_to_write_seconds",
-            "Time from a publish to the write of its output (per flush pass).",
+            "Time from a publish to the last write of the flush pass that carried it.",
         )
 
     # --- routes and keys ---
@@ -397,12 +412,20 @@ class ProxyNode:
         return self.broker.remote
 
     def publish(self, items: Sequence[Any]) -> None:
-        """Publish validated items: fan out, then ask the driver for a flush pass (if output
-        is waiting) and for the broker's timer (items waiting for their predecessor). With a
-        remote engine the driver publishes them through it (`publish_remote`)."""
+        """Publish validated items: with a remote engine the driver publishes them through
+        it (`publish_remote`); otherwise hand them to the sibling workers first (if any: they
+        start their own passes meanwhile), fan out, then ask the driver for a flush pass (if
+        output is waiting) and for the broker's timer (items waiting for their predecessor)."""
         if isinstance(self.broker, RedisEngine):
             self.publish_remote(items)
             return
+        if self.relay is not None:
+            self.relay(encode_relay_frame(items))
+        self.publish_relayed(items)
+
+    def publish_relayed(self, items: Sequence[Any]) -> None:
+        """Publish a batch another worker relayed (in the order it was relayed): as `publish`,
+        without relaying it again."""
         result = self.broker.publish(items, self.clock())
         self.wake(result.woken)
         self.set_broker_timer(self.broker.next_deadline())
@@ -440,9 +463,6 @@ class ProxyNode:
         dirty = self._dirty
         if len(dirty) <= FLUSH_SLICE:
             self._dirty = {}
-            if self._flush_since is not None:
-                self.write_latency.observe(self.clock() - self._flush_since)
-                self._flush_since = None
             return list(dirty), False
         batch = list(itertools.islice(dirty, FLUSH_SLICE))
         for conn in batch:
@@ -450,12 +470,17 @@ class ProxyNode:
         return batch, True
 
     def flush_pass(self) -> None:
-        """Write one slice of dirty connections; asks for another pass if some are left."""
+        """Write one slice of dirty connections; asks for another pass if some are left. After
+        the last slice, `publish_to_write_seconds` gets the time from the first publish the
+        pass carried to its last write."""
         batch, more = self.take_flush_batch()
-        for conn in batch:
-            conn.flush_output()
+        flush_connections(batch, self.clock())  # one clock read per slice (milliseconds)
         if more:
             self.schedule_flush()
+            return
+        since, self._flush_since = self._flush_since, None
+        if since is not None:
+            self.write_latency.observe(self.clock() - since)
 
     # --- toward the origin ---
 
@@ -515,6 +540,18 @@ class ProxyNode:
         self.closing = True
         for conn in list(self.connections):
             conn.shutdown()
+
+
+def _nothing() -> None:
+    """The default of `schedule_flush`: no driver, no flush pass."""
+
+
+def _ignore(deadline: float | None) -> None:
+    """The default of `set_broker_timer`: no driver, no timer."""
+
+
+def _drop(items: Sequence[Item]) -> None:
+    """The default of `publish_remote`: no remote engine."""
 
 
 def _url(address: tuple[str, int], path: str = "") -> str:

@@ -20,6 +20,7 @@ __all__ = [
     "encode_woh_event",
     "encode_ws_frame",
     "fanout",
+    "flush_connections",
     "impl",
     "ws_frame_header",
 ]
@@ -47,10 +48,18 @@ impl: ModuleType = _select()
 COMPILED: bool = impl is not _fast_py
 
 if TYPE_CHECKING:
-    from ._fast_py import encode_chunk, encode_woh_event, encode_ws_frame, fanout, ws_frame_header
+    from ._fast_py import (
+        encode_chunk,
+        encode_woh_event,
+        encode_ws_frame,
+        fanout,
+        flush_connections,
+        ws_frame_header,
+    )
 else:
     encode_chunk = impl.encode_chunk
     encode_woh_event = impl.encode_woh_event
     encode_ws_frame = impl.encode_ws_frame
     fanout = impl.fanout
+    flush_connections = impl.flush_connections
     ws_frame_header = impl.ws_frame_header
