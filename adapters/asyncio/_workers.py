@@ -49,7 +49,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
 from gripcore._errors import ProtocolError
-from gripcore._node import unsupported_options
 from gripcore._relay import RelayDecoder, relay_frame_limit
 
 if TYPE_CHECKING:
@@ -231,10 +230,6 @@ def _bind(host: str, port: int, count: int, backlog: int) -> list[list[socket.so
 def run_workers(config: Config, run_worker: Callable[[Worker], int]) -> int:
     """Bind, fork `config.workers` workers (each runs `run_worker` and exits with its result),
     supervise them, and return the server's exit status."""
-    problem = unsupported_options(config)
-    if problem is not None:
-        print(f"gripcore serve: {problem}", file=sys.stderr)
-        return 2
     count = config.workers
     listen: list[list[socket.socket]] = []
     try:

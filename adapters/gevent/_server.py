@@ -47,6 +47,7 @@ from gripcore._node import (
     PublishConnection,
     ReadBody,
     run_flow_step,
+    unsupported_options,
 )
 from gripcore._originhttp import OriginError, describe_os_error
 from gripcore._routes import Target
@@ -437,6 +438,10 @@ def _read_file(path: str) -> bytes:
 
 def run(config: Config, *, ready: Callable[[Server], None] | None = None) -> int:
     """Run a server until SIGINT/SIGTERM; SIGHUP reloads routes. Returns the exit status."""
+    problem = unsupported_options(config)
+    if problem is not None:
+        print(f"gripcore serve: {problem}", file=sys.stderr)
+        return 2
     try:
         server = Server(config)
         server.start()

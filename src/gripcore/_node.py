@@ -426,7 +426,9 @@ class ProxyNode:
     def publish_relayed(self, items: Sequence[Any]) -> None:
         """Publish a batch another worker relayed (in the order it was relayed): as `publish`,
         without relaying it again."""
-        result = self.broker.publish(items, self.clock())
+        broker = self.broker
+        assert isinstance(broker, MemoryEngine)  # a remote engine delivers to every worker itself
+        result = broker.publish(items, self.clock())
         self.wake(result.woken)
         self.set_broker_timer(self.broker.next_deadline())
 
@@ -552,6 +554,13 @@ def _ignore(deadline: float | None) -> None:
 
 def _drop(items: Sequence[Item]) -> None:
     """The default of `publish_remote`: no remote engine."""
+
+
+def unsupported_options(config: Config) -> str | None:
+    """Options a driver does not have: refused at start, not ignored."""
+    if config.workers > 1 and config.adapter != "asyncio":
+        return f"--workers {config.workers}: only the asyncio adapter runs several workers"
+    return None
 
 
 def _url(address: tuple[str, int], path: str = "") -> str:
