@@ -379,6 +379,19 @@ class GripMiddleware(PublishConveniences[int], LoopScheduling):
     def _publish_now(self, items: Sequence[Item]) -> None:
         self.node.publish(items)
 
+    def _schedule_flush(self) -> None:
+        asyncio.get_running_loop().call_soon(self._wake_sessions)
+
+    def _wake_sessions(self) -> None:
+        """The node's dirty sessions (a slice at a time) are woken; each sends what is due in
+        its own task, as ASGI sends are awaited (not the node's write pass)."""
+        batch, more = self.node.take_flush_batch()
+        sessions: list[Any] = batch  # the owners of this driver's subscribers: _Session
+        for session in sessions:
+            session.kick()
+        if more:
+            self._schedule_flush()
+
     # --- the publish API ---
 
     async def _publish_api(self, scope: AsgiScope, receive: AsgiReceive, send: AsgiSend) -> None:
@@ -485,8 +498,6 @@ class _Session:
 
     def kick(self) -> None:
         self.wakeup.set()
-
-    flush_output = kick  # the node's flush pass wakes the session, which sends what is due
 
     def request_shutdown(self) -> None:
         self.shutting_down = True
