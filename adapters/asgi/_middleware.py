@@ -65,7 +65,6 @@ from gripcore._holds import (
 from gripcore._hub import Framing, Subscriber, Transport, split_ws_messages
 from gripcore._instruct import Instruct, instruct_body_limit, is_grip_response, reason_phrase
 from gripcore._items import Item, parse_item
-from gripcore._node import ProxyNode
 from gripcore._proxy import (
     app_request_headers,
     classify_response,
@@ -85,6 +84,7 @@ from gripcore._wsgrip import (
 )
 from gripcore.middleware import AsgiApp, AsgiMessage, AsgiReceive, AsgiScope, AsgiSend
 
+from .._system import system_node
 from ..asyncio._scheduling import LoopScheduling
 
 __all__ = ["GripMiddleware", "current_middleware"]
@@ -205,14 +205,7 @@ class GripMiddleware(PublishConveniences[int], LoopScheduling):
         self.max_content_size = config.max_content_size
         # the node of `gripcore serve` without its listeners: engine (hub, sequencer), signing,
         # metrics, and the flush passes and broker timer this driver schedules on the loop
-        self.node = ProxyNode(
-            config,
-            clock=_clock,
-            wall_clock=time.time,
-            read_file=_read_file,
-            is_file=os.path.isfile,
-            random_bytes=os.urandom,
-        )
+        self.node = system_node(config, _clock)
         self.node.schedule_flush = self._schedule_flush
         self.node.set_broker_timer = self._set_broker_timer
         broker = self.node.broker
@@ -426,11 +419,6 @@ class GripMiddleware(PublishConveniences[int], LoopScheduling):
 def _clock() -> float:
     loop = _running_loop()
     return loop.time() if loop is not None else time.monotonic()
-
-
-def _read_file(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import ssl as ssl_module
 import sys
 import time
@@ -40,7 +39,6 @@ from gripcore._node import (
     NextChunk,
     NodeServer,
     OriginRequest,
-    ProxyNode,
     PublishConnection,
     ReadBody,
     run_flow_step,
@@ -48,6 +46,7 @@ from gripcore._node import (
 from gripcore._originhttp import OriginError
 from gripcore._routes import Target
 
+from .._system import file_stamp, system_node
 from ._origin import OriginClient
 from ._redis import RedisDriver
 from ._scheduling import LoopScheduling
@@ -83,14 +82,7 @@ class Server(NodeServer, LoopScheduling):
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.node = ProxyNode(
-            config,
-            clock=_clock,
-            wall_clock=time.time,
-            read_file=_read_file,
-            is_file=os.path.isfile,
-            random_bytes=os.urandom,
-        )
+        self.node = system_node(config, _clock)
         self.node.schedule_flush = self._schedule_flush
         self.node.set_broker_timer = self._set_broker_timer
         self.engine_driver = self.node.make_engine_driver(RedisDriver, self._publish_in_background)
@@ -110,10 +102,10 @@ class Server(NodeServer, LoopScheduling):
 
     async def _watch_routes(self, path: str) -> None:
         """Reload the routes file when it changes (polled: portable, and one stat a second)."""
-        last = _mtime(path)
+        last = file_stamp(path)
         while True:
             await asyncio.sleep(ROUTES_POLL_INTERVAL)
-            current = _mtime(path)
+            current = file_stamp(path)
             if current != last:
                 last = current
                 self.reload_routes()
@@ -271,19 +263,6 @@ class Server(NodeServer, LoopScheduling):
             )
         except (TimeoutError, OSError) as exc:
             raise OriginError("connect", str(exc) or type(exc).__name__) from exc
-
-
-def _mtime(path: str) -> tuple[float, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_mtime, st.st_size
-
-
-def _read_file(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
 
 
 def _client_ssl(target: Target) -> ssl_module.SSLContext | None:

@@ -16,7 +16,6 @@ write-buffer marks, the same numbers.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import sys
 import time
@@ -43,7 +42,6 @@ from gripcore._node import (
     NextChunk,
     NodeServer,
     OriginRequest,
-    ProxyNode,
     PublishConnection,
     ReadBody,
     run_flow_step,
@@ -52,6 +50,7 @@ from gripcore._node import (
 from gripcore._originhttp import OriginError, describe_os_error
 from gripcore._routes import Target
 
+from .._system import file_stamp, system_node
 from ._origin import OriginClient
 from ._redis import RedisDriver
 
@@ -183,14 +182,7 @@ class Server(NodeServer):
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.node = ProxyNode(
-            config,
-            clock=time.monotonic,
-            wall_clock=time.time,
-            read_file=_read_file,
-            is_file=os.path.isfile,
-            random_bytes=os.urandom,
-        )
+        self.node = system_node(config, time.monotonic)
         self.node.schedule_flush = self._schedule_flush
         self.node.set_broker_timer = self._set_broker_timer
         self.engine_driver = self.node.make_engine_driver(RedisDriver, self._publish_in_background)
@@ -231,10 +223,10 @@ class Server(NodeServer):
             self._watcher = gevent.spawn(self._watch_routes, self.config.routes_file)
 
     def _watch_routes(self, path: str) -> None:
-        last = _mtime(path)
+        last = file_stamp(path)
         while True:
             gevent.sleep(ROUTES_POLL_INTERVAL)
-            current = _mtime(path)
+            current = file_stamp(path)
             if current != last:
                 last = current
                 self.reload_routes()
@@ -421,19 +413,6 @@ class Server(NodeServer):
         finally:
             io.close()
             self.publish_connections.discard(io)
-
-
-def _mtime(path: str) -> tuple[float, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_mtime, st.st_size
-
-
-def _read_file(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
 
 
 def run(config: Config, *, ready: Callable[[Server], None] | None = None) -> int:

@@ -1,0 +1,40 @@
+"""What every driver gives the core from the operating system: files, the wall clock and
+randomness for a `ProxyNode`, and the routes file's change stamp. One place, so the asyncio,
+gevent and ASGI drivers build their node alike."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+from gripcore._config import Config
+from gripcore._node import ProxyNode
+
+__all__ = ["file_stamp", "read_file", "system_node"]
+
+
+def read_file(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def file_stamp(path: str) -> tuple[float, int] | None:
+    """What tells a changed routes file (polled): modification time and size; None if absent."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime, st.st_size
+
+
+def system_node(config: Config, clock: Callable[[], float]) -> ProxyNode:
+    """A node on this machine: `clock` is the driver's (the base of its timers)."""
+    return ProxyNode(
+        config,
+        clock=clock,
+        wall_clock=time.time,
+        read_file=read_file,
+        is_file=os.path.isfile,
+        random_bytes=os.urandom,
+    )
