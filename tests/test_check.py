@@ -466,7 +466,9 @@ def test_check_proxy_passes_against_gripcore() -> None:
 def test_check_proxy_reports_failures_with_reasons() -> None:
     """A proxy with dedup off and no signing key fails exactly those checks, saying why."""
     port = free_port()
-    with running_proxy(routes=(f"* 127.0.0.1:{port},over_http",), id_cache_ttl=0) as proxy:
+    with running_proxy(
+        routes=(f"* 127.0.0.1:{port},over_http",), id_cache_ttl=0, sig_key=None
+    ) as proxy:
         status, out = run_cli(
             [
                 "check",

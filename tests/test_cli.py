@@ -108,7 +108,7 @@ def test_serve_help_documents_every_option(
     assert "--config FILE" in out and "GRIPCORE_CONFIG" in out
     for default in ("default: 0.0.0.0:7999;", "default: 127.0.0.1:5561;", "default: 50000;"):
         assert default in out
-    assert "default: unset; env: GRIPCORE_SIG_KEY" in out
+    assert "default: changeme; env: GRIPCORE_SIG_KEY" in out
     assert "default: off; env: GRIPCORE_DEBUG" in out
     assert "Flags override the environment" in out
 

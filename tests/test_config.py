@@ -31,7 +31,7 @@ DEFAULTS: list[tuple[str, object]] = [
     ("publish_listen", ("127.0.0.1", 5561)),
     ("routes_file", None),
     ("routes", ()),
-    ("sig_key", None),
+    ("sig_key", "changeme"),
     ("sig_iss", "pushpin"),
     ("publish_key", None),
     ("publish_iss", None),
@@ -414,6 +414,8 @@ GOOD_TEXT: list[tuple[str, str, object]] = [
     ("routes", "* a:1\r\n* b\x85c:2\r* d\u2028e:3", ("* a:1", "* b\x85c:2", "* d\u2028e:3")),
     ("sig_key", "base64:c2VjcmV0", "base64:c2VjcmV0"),
     ("sig_key", "", None),
+    ("sig_key", "none", None),
+    ("sig_key", "NONE", None),
     ("sig_iss", "me", "me"),
     ("publish_key", "tok\ten", "tok\ten"),
     ("publish_iss", "my-app", "my-app"),
@@ -683,6 +685,7 @@ def test_dump_escapes_and_redacts() -> None:
     assert "# sig-key is set (hidden)" in redacted and "# publish-key is set (hidden)" in redacted
     assert '"k"' not in redacted and '"p"' not in redacted
     assert "routes =" not in dump_config(Config())  # unset options are left out
+    assert 'sig-key = "none"' in dump_config(Config(sig_key=None))  # but not signing is said
     assert 'listen = ["0.0.0.0:7999"]' in dump_config(Config())
     assert (Config().listen, Config().publish_listen) == (DEFAULT_LISTEN, DEFAULT_PUBLISH_LISTEN)
 

@@ -3,6 +3,7 @@ bytes, the origin scripted, and everything the connection asks its driver for re
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -395,6 +396,37 @@ def test_starter_publish_and_its_errors() -> None:
     bad = h.request(conn, io, post(b"/test/publish", b"\xff"))
     [(response, body)] = parse_responses(bad)
     assert response.status_code == 400 and body.endswith(b"\n")
+
+
+def test_starter_long_poll_resumes_what_was_published_between_two_polls() -> None:
+    h = Harness()  # the starter kit keeps a history of its own (_starter.STARTER_HISTORY)
+    ids = iter(range(1, 100))
+    h.node.random_bytes = lambda n: next(ids).to_bytes(n, "big")
+    form = b'{"channel": "test", "text": "%s"}'
+    poller, poll_io = h.connect()
+    assert h.request(poller, poll_io, get(b"/test/long-poll")) == b""  # held
+    publisher, pub_io = h.connect()
+    h.request(publisher, pub_io, post(b"/test/publish", form % b"one"))
+    h.flush_all()
+    [(response, body)] = parse_responses(poll_io.take())
+    first = json.loads(body)
+    assert response.status_code == 200 and first["messages"] == ["one"]
+    # published while no poll is out: the next poll names the last id it saw and gets it at once
+    h.request(publisher, pub_io, post(b"/test/publish", form % b"two"))
+    h.request(publisher, pub_io, post(b"/test/publish", form % b"three"))
+    h.flush_all()
+    seen = []
+    last = first["id"]
+    for _ in range(2):
+        out = h.request(poller, poll_io, get(b"/test/long-poll?last-event-id=" + last.encode()))
+        h.flush_all()
+        [(response, body)] = parse_responses(out + poll_io.take())
+        payload = json.loads(body)
+        seen += payload["messages"]
+        last = payload["id"]
+    assert seen == ["two", "three"]
+    # nothing newer: held until the next publish, as a poll without an id
+    assert h.request(poller, poll_io, get(b"/test/long-poll?last-event-id=" + last.encode())) == b""
 
 
 def test_starter_answer_without_grip_is_relayed() -> None:

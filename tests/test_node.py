@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 
 import jwt
 import pytest
@@ -66,10 +67,11 @@ def test_inline_routes_win_and_none_is_the_starter_kit() -> None:
 
 def test_sign_with_the_node_key_a_route_key_or_none() -> None:
     h = Harness(
+        sig_key=None,
         routes=(
             ROUTE,
             "*,path_beg=/r,sig_key=route-key-of-at-least-32-bytes-ok,sig_iss=r 127.0.0.1:9",
-        )
+        ),
     )
     route = h.node.route_for("x", "/", "http")
     assert h.node.sign(route) is None and h.node.sign(None) is None
@@ -79,6 +81,16 @@ def test_sign_with_the_node_key_a_route_key_or_none() -> None:
     secret = b"route-key-of-at-least-32-bytes-ok"
     decoded = jwt.decode(token, secret, algorithms=["HS256"], options={"verify_exp": False})
     assert decoded["iss"] == "r"
+
+    # by default, Pushpin's: key "changeme", issuer "pushpin"
+    token = Harness(routes=(ROUTE,)).node.sign(None)
+    assert token is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", jwt.InsecureKeyLengthWarning)
+        decoded = jwt.decode(
+            token, b"changeme", algorithms=["HS256"], options={"verify_exp": False}
+        )
+    assert decoded["iss"] == "pushpin"
 
     h = Harness(routes=(ROUTE,), sig_key="node-key-of-at-least-32-bytes-okay", sig_iss="me")
     token = h.node.sign(h.node.route_for("x", "/", "http"))

@@ -19,6 +19,10 @@ from .e2e_support import Origin, RawClient, publish
 pytestmark = pytest.mark.e2e
 
 
+STARTUP_LOG: dict[int, list[str]] = {}
+"""What each process started by start_serve logged up to its "listening" line, by pid."""
+
+
 def start_serve(
     *args: str, env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[str], int, int]:
@@ -44,8 +48,10 @@ def start_serve(
     )
     assert proc.stderr is not None
     deadline = time.monotonic() + 20
+    logged = STARTUP_LOG[proc.pid] = []
     while time.monotonic() < deadline:
         line = proc.stderr.readline()
+        logged.append(line)
         match = re.search(
             r"listening on http://127\.0\.0\.1:(\d+) \(publish API http://127\.0\.0\.1:(\d+)/publish/\)",
             line,
@@ -253,3 +259,43 @@ def test_serve_exits_3_when_redis_is_unreachable(adapter: str) -> None:
         f"redis://127.0.0.1:{port}/0: "
     ) in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_check_proxy_passes_against_serve_with_only_a_route() -> None:
+    """Pushpin's defaults: a bare `gripcore serve --route ...` signs origin requests (key
+    `changeme`, issuer `pushpin`), says at start that the key is the well-known one, and passes
+    every check of `gripcore check proxy`, grip-sig included."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        origin_port = sock.getsockname()[1]
+    proc, port, publish_port = start_serve("--route", f"* 127.0.0.1:{origin_port},over_http")
+    try:
+        startup = "".join(STARTUP_LOG[proc.pid])
+        assert "well-known default key 'changeme'" in startup and "--sig-key none" in startup
+        check = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "gripcore",
+                "check",
+                "proxy",
+                "--proxy",
+                f"http://127.0.0.1:{port}",
+                "--publish",
+                f"http://127.0.0.1:{publish_port}/publish/",
+                "--origin-listen",
+                f"127.0.0.1:{origin_port}",
+                "--sig-key",
+                "changeme",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert re.search(r"^\d+ passed, 0 failed$", check.stdout, re.M), check.stdout
+        assert "PASS grip-sig" in check.stdout
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)

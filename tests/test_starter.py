@@ -455,6 +455,18 @@ def test_publish_form(body: bytes, channel: str, stream: str, ws: str) -> None:
     assert json.loads(item.http_response.body) == {"messages": [ws]}
 
 
+def test_publish_form_with_an_id() -> None:
+    doc = json.loads(parse_publish_form(b'{"channel": "c", "text": "a\\nb"}', item_id="x1"))
+    (item,) = doc["items"]
+    assert item["id"] == "x1"
+    assert item["formats"]["http-stream"]["content"] == "id: x1\ndata: a\ndata: b\n\n"
+    assert json.loads(item["formats"]["http-response"]["body"]) == {
+        "messages": ["a\nb"],
+        "id": "x1",
+    }
+    assert item["formats"]["ws-message"] == {"content": "a\nb"}
+
+
 def test_publish_form_through_handle() -> None:
     body = b'{"channel": "test", "text": "hi"}'
     assert handle("POST", "/test/publish", [], body) == (
@@ -639,7 +651,7 @@ def test_page_has_the_panels_and_the_form(page: str) -> None:
     assert parser.ids["publish-text"][0] == "input"
     assert parser.ids["publish-channel"][1]["value"] == "test"
     assert parser.ids["publish-button"][1]["type"] == "submit"
-    assert "not shown" in page and "prev-id" in page  # the long-poll panel says what it misses
+    assert "last-event-id" in page and "history" in page  # the long-poll panel resumes
     assert page.count('class="stream-status"') == 1
     assert re.search(
         r"@media \(min-width: 900px\) \{\s*main \{ grid-template-columns: repeat\(2,", page

@@ -46,6 +46,7 @@ import jwt
 from . import __version__
 from ._check import add_check_parser
 from ._config import (
+    DEFAULT_SIG_KEY,
     OPTIONS,
     Config,
     ConfigError,
@@ -329,6 +330,14 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         print(dump_config(config, redact_secrets=True), end="")
         return 0
     _configure_logging(config)
+    if config.sig_key == DEFAULT_SIG_KEY:
+        logging.getLogger("gripcore.serve").warning(
+            "origin requests are signed (Grip-Sig, iss %r) with Pushpin's well-known default "
+            "key %r: anyone can forge them; set --sig-key to a secret of your own "
+            "(or --sig-key none to stop signing)",
+            config.sig_iss,
+            DEFAULT_SIG_KEY,
+        )
     try:
         return _run_adapter(config)
     except KeyboardInterrupt:

@@ -51,6 +51,7 @@ __all__ = [
     "DEFAULT_ORIGIN_RESPONSE_TIMEOUT",
     "DEFAULT_PUBLISH_LISTEN",
     "DEFAULT_SHUTDOWN_GRACE",
+    "DEFAULT_SIG_KEY",
     "ENV_PREFIX",
     "LOG_LEVELS",
     "OPTIONS",
@@ -92,6 +93,12 @@ DEFAULT_ORIGIN_CONNECT_TIMEOUT: Final = 5.0
 DEFAULT_ORIGIN_RESPONSE_TIMEOUT: Final = 60.0
 # Pushpin's connmgr shutdown timeout: time for held clients to be told and for writes to drain.
 DEFAULT_SHUTDOWN_GRACE: Final = 10.0
+# Pushpin's shipped config signs every origin request (sig_key=changeme, sig_iss=pushpin), and
+# origins (django-grip, serve-grip, gripcontrol) decide "I am behind a GRIP proxy" from a valid
+# Grip-Sig: a drop-in must do the same. The key is well known, so `serve` warns about it.
+DEFAULT_SIG_KEY: Final = "changeme"
+# The spelling that turns signing off (as does the empty string).
+SIG_KEY_OFF: Final = "none"
 
 LOG_LEVELS: Final = ("error", "warning", "info", "debug")
 ADAPTERS: Final = ("asyncio", "gevent")
@@ -335,6 +342,12 @@ def _parse_optional_text(raw: object) -> str | None:
     return text or None
 
 
+def _parse_sig_key(raw: object) -> str | None:
+    """A key spec; `none` or the empty string turn signing off."""
+    text = _parse_optional_text(raw)
+    return None if text is None or text.lower() == SIG_KEY_OFF else text
+
+
 def _check_secret(value: object) -> str | None:
     """A key spec; never echoed in messages."""
     if value is None:
@@ -571,9 +584,9 @@ OPTIONS: Final[tuple[Option, ...]] = (
         "sig_key",
         "sig-key",
         "KEY",
-        "Grip-Sig signing key: a secret, base64:SECRET, or file:PATH (PEM for ES256/RS256); "
-        "unset or empty means requests are not signed",
-        _parse_optional_text,
+        "Grip-Sig signing key: a secret, base64:SECRET, file:PATH (PEM for ES256/RS256), "
+        "or none (no signing)",
+        _parse_sig_key,
         _check_secret,
         secret=True,
     ),
@@ -701,7 +714,8 @@ class Config:
     """Every option of `gripcore serve`, with its default. Checked when built.
 
     `routes` (inline route lines) win over `routes_file` when both are set, as Pushpin's
-    `--route` overrides its routes file. `sig_key`/`publish_key` None mean off. Sizes are bytes,
+    `--route` overrides its routes file. `sig_key` None means off (its default
+    is Pushpin's well-known `changeme`); `publish_key` None means off. Sizes are bytes,
     times are seconds.
 
     Raises `ConfigError` (source `Config.<field>`) for a value of the wrong type or range; lists
@@ -712,7 +726,7 @@ class Config:
     publish_listen: tuple[str, int] = DEFAULT_PUBLISH_LISTEN
     routes_file: str | None = None
     routes: tuple[str, ...] = ()
-    sig_key: str | None = None
+    sig_key: str | None = DEFAULT_SIG_KEY
     sig_iss: str = "pushpin"
     publish_key: str | None = None
     publish_iss: str | None = None
@@ -906,12 +920,15 @@ def _toml_value(config: Config, option: Option) -> str:
 def dump_config(config: Config, *, redact_secrets: bool = False) -> str:
     """`config` as a TOML config file that `load_config` reads back to an equal `Config`.
 
-    Unset options (None) are left out. With `redact_secrets`, a set key is written as a comment
+    Unset options (None) are left out, but for the signing key, whose default is set: its off
+    is written `sig-key = "none"`. With `redact_secrets`, a set key is written as a comment
     saying it is set, never with its value.
     """
     lines: list[str] = []
     for option in OPTIONS:
         if getattr(config, option.field) is None:
+            if option.field == "sig_key":
+                lines.append(f'{option.flag} = "{SIG_KEY_OFF}"')
             continue
         if option.secret and redact_secrets:
             lines.append(f"# {option.flag} is set (hidden)")

@@ -521,7 +521,8 @@ class ProxyConnection:
 
     def _starter_publish(self, body: bytes) -> None:
         try:
-            items = parse_publish_body(_starter.parse_publish_form(body))
+            item_id = self.node.random_bytes(8).hex()  # unique across workers and restarts
+            items = parse_publish_body(_starter.parse_publish_form(body, item_id=item_id))
         except PublishError as exc:
             self._respond_now(400, b"Bad Request", _TEXT, (exc.msg + "\n").encode())
             return
@@ -568,6 +569,9 @@ class ProxyConnection:
                 hub, sub, instruct, now, channel_prefix=prefix, implicit_channels=implicit
             )
             self.node.broker.sync()
+            last_id = resume_id(request.target, request.headers)
+            if last_id is not None:
+                self.node.resume(sub, last_id)  # a long-poll answered at once with what it missed
             self.flush()
             return
         chunked = self.h11.their_http_version == b"1.1"

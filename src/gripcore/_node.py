@@ -221,20 +221,22 @@ class ProxyNode:
         sequencer: Sequencer[Any] = Sequencer(
             id_cache_ttl=config.id_cache_ttl, message_wait=config.message_wait
         )
+        self.routes = self._load_routes()
+        # The starter kit's page resumes its long-poll from the history (_starter.STARTER_HISTORY)
+        history_size = config.history or (_starter.STARTER_HISTORY if self.routes is None else 0)
         if config.engine == "memory":
-            history = History(config.history) if config.history else None
+            history = History(history_size) if history_size else None
             self.broker = MemoryEngine(hub, sequencer, history=history)
         else:
             self.broker = RedisEngine(
                 parse_engine_url(config.engine),
                 hub,
                 sequencer,
-                history=config.history,
+                history=history_size,
                 linger=config.engine_linger,
                 id_cache_ttl=config.id_cache_ttl,
                 max_content_size=config.max_content_size,
             )
-        self.routes = self._load_routes()
         self.sig_key = (
             parse_key_spec(self._key_spec(config.sig_key), read_file=self.read_file)
             if config.sig_key

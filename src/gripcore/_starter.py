@@ -35,7 +35,10 @@ Paths (`?channel=NAME` picks another channel than `test`; NAME is 1-64 character
 
 One publish reaches all four transports because it carries all three formats: `http-stream`
 content `data: <text>\\n\\n` (SSE and the plain stream), `ws-message` content `<text>` and
-`http-response` body `{"messages": ["<text>"]}\\n` (long-poll).
+`http-response` body `{"messages": ["<text>"]}\\n` (long-poll). A form publish also carries a
+random `id` (the proxy draws it), sent as the SSE `id:` field and as `"id"` in the long-poll
+body: the page's next poll names it (`?last-event-id=`), and the proxy, which keeps a history of
+STARTER_HISTORY items per channel for the starter kit, answers at once with what came after it.
 
 Unknown paths are a 404 and other methods a 405 with `Allow`. `banner()` is the text the CLI
 prints at start; `STARTER_PATHS` lists the paths for it.
@@ -80,6 +83,7 @@ __all__ = [
     "MAX_PUBLISH_FORM_SIZE",
     "MAX_PUBLISH_TEXT_SIZE",
     "STARTER_CHANNEL",
+    "STARTER_HISTORY",
     "STARTER_PATHS",
     "StarterResponse",
     "banner",
@@ -103,6 +107,11 @@ KEEP_ALIVE_TIMEOUT: Final = 20
 
 # Long enough to show that the request is held, short enough to see the timeout response.
 LONG_POLL_TIMEOUT: Final = 30
+
+# Items per channel the proxy keeps for the starter kit when --history is not set: the page's
+# long-poll names the last item it showed on each poll, and whatever was published between two
+# polls is answered from here at once. A person clicking "publish" never gets 100 ahead.
+STARTER_HISTORY: Final = 100
 
 # A demo message: 4 KiB of UTF-8 fits any panel and keeps each publish small.
 MAX_PUBLISH_TEXT_SIZE: Final = 4096
@@ -308,12 +317,14 @@ def _post_publish(request: _Request) -> StarterResponse:
     return _response(202, [(b"Content-Type", b"application/json")], items)
 
 
-def parse_publish_form(body: bytes) -> bytes:
+def parse_publish_form(body: bytes, *, item_id: str | None = None) -> bytes:
     """Turn the page's form body `{"channel": ..., "text": ...}` into a publish body.
 
     Both fields are required strings: the channel as for `?channel=`, the text non-empty and at
     most MAX_PUBLISH_TEXT_SIZE bytes of UTF-8. Returns compact JSON `{"items": [item]}` whose
-    item carries all three formats (see the module docstring). Raises `PublishError` for a
+    item carries all three formats (see the module docstring). With `item_id` (the proxy gives
+    each form publish a random one), the item, its SSE event and its long-poll body carry that
+    id, so a long-poll or a reconnecting EventSource can resume after it from the history. Raises `PublishError` for a
     body over MAX_PUBLISH_FORM_SIZE, invalid JSON, a missing, unknown or mistyped field, a bad
     channel or a bad text, and `LocalProtocolError` if `body` is not bytes.
     """
@@ -353,7 +364,7 @@ def parse_publish_form(body: bytes) -> bytes:
             f"publish form field 'text' is {size} bytes of UTF-8, over the limit of "
             f"{MAX_PUBLISH_TEXT_SIZE}"
         )
-    return _publish_body(channel, text)
+    return _publish_body(channel, text, item_id)
 
 
 def _form_string(form: dict[str, object], name: str) -> str:
@@ -364,18 +375,24 @@ def _form_string(form: dict[str, object], name: str) -> str:
     return value
 
 
-def _publish_body(channel: str, text: str) -> bytes:
+def _publish_body(channel: str, text: str, item_id: str | None = None) -> bytes:
     # SSE ends a field at CR, LF or CRLF: one `data:` line per line keeps the text one event,
     # which EventSource rejoins with "\n".
     sse = "".join(f"data: {line}\n" for line in _SSE_LINE_BREAK.split(text)) + "\n"
-    item = {
+    poll: dict[str, object] = {"messages": [text]}
+    if item_id is not None:
+        sse = f"id: {item_id}\n" + sse
+        poll["id"] = item_id
+    item: dict[str, object] = {
         "channel": channel,
         "formats": {
             "http-stream": {"content": sse},
             "ws-message": {"content": text},
-            "http-response": {"body": json.dumps({"messages": [text]}) + "\n"},
+            "http-response": {"body": json.dumps(poll) + "\n"},
         },
     }
+    if item_id is not None:
+        item = {"id": item_id, **item}
     return json.dumps({"items": [item]}, separators=(",", ":")).encode("ascii")
 
 
