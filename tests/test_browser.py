@@ -256,6 +256,28 @@ def test_starter_kit_page_receives_publishes_on_all_four_transports(
     )
     assert set(badges(browser).values()) == {"open"}
 
+    # 2b. Three form publishes back to back: the second and third land while the long-poll is
+    # between two requests; its next polls name the last id shown and get them from the
+    # history, so every panel shows all three, in order (issue 14: the long-poll panel missed them).
+    burst = [f"burst {n}" for n in (1, 2, 3)]
+    wait_for_subscribers(browser, proxy)
+    browser.execute_async_script(
+        """const [texts, channel, done] = arguments;
+        (async () => {
+          for (const text of texts) {
+            await fetch("/test/publish", {method: "POST", body: JSON.stringify({channel, text})});
+          }
+        })().then(done, done);""",
+        burst,
+        CHANNEL,
+    )
+    until(
+        browser,
+        proxy,
+        f"{burst} in every panel",
+        lambda d: all(shown[-3:] == burst for shown in messages(d).values()),
+    )
+
     if os.environ.get("GRIPCORE_SCREENSHOT") == "1":
         assert browser.save_screenshot(str(SCREENSHOT)), SCREENSHOT
 
