@@ -192,6 +192,52 @@ def test_serve_reads_the_config_file_named_in_the_environment(
     assert adapter.configs[0].max_connections == 12
 
 
+def test_serve_reads_pushpins_config_and_reports_each_setting(
+    capsys: pytest.CaptureFixture[str],
+    adapter: FakeAdapter,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    conf = tmp_path / "pushpin.conf"
+    conf.write_text(
+        "[global]\ninclude=extra.conf\n[runner]\nhttp_port=7100\n"
+        "[proxy]\nroutesfile=routes\nsig_key=s3cret\n[handler]\nmessage_rate=1\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "extra.conf").write_text("[proxy]\nsig_iss=from-include\n", encoding="utf-8")
+    caplog.set_level(logging.INFO, "gripcore.serve")
+    argv = ["serve", "--adapter", "gevent", "--pushpin-config", str(conf), "--sig-iss", "flag"]
+    assert _run(capsys, argv)[0] == 0
+    [config] = adapter.configs
+    assert config.listen == (("0.0.0.0", 7100),) and config.sig_key == "s3cret"
+    assert config.routes_file == str(tmp_path / "routes") and config.sig_iss == "flag"
+    logged = [r.getMessage() for r in caplog.records if r.name == "gripcore.serve"]
+    assert logged[0] == f"read Pushpin's config {conf}:"
+    assert (
+        "  handler/message_rate ignored: no delivery rate limit: slow clients are handled "
+        "by --slow-consumer-policy" in logged
+    )
+    assert (
+        f"  global/include ignored: {tmp_path / 'extra.conf'} read for what this file does not set"
+        in logged
+    )
+    # the environment names it too; an include that cannot be read is reported, not fatal
+    (tmp_path / "extra.conf").unlink()
+    environ = {"GRIPCORE_PUSHPIN_CONFIG": str(conf)}
+    assert _run(capsys, ["serve", "--adapter", "gevent"], environ)[0] == 0
+    assert adapter.configs[1].sig_iss == "pushpin"
+    assert any("cannot read" in r.getMessage() for r in caplog.records)
+
+
+def test_serve_pushpin_config_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = _run(capsys, ["serve", "--pushpin-config", str(tmp_path / "none.conf")])
+    assert code == 2 and "cannot read config file" in err
+    bad = tmp_path / "bad.conf"
+    bad.write_text("[runner]\nclient_maxconn=lots\n", encoding="utf-8")
+    code, _, err = _run(capsys, ["serve", "--pushpin-config", str(bad)])
+    assert code == 2 and f"{bad}:2: [runner] client_maxconn: must be an integer" in err
+
+
 def test_serve_adds_a_log_handler_when_there_is_none(
     capsys: pytest.CaptureFixture[str],
     adapter: FakeAdapter,

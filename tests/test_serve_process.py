@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import jwt
 import pytest
 
 from .e2e_support import Origin, RawClient, publish
@@ -299,3 +300,48 @@ def test_check_proxy_passes_against_serve_with_only_a_route() -> None:
     finally:
         proc.terminate()
         proc.communicate(timeout=10)
+
+
+def test_serve_with_pushpins_own_config_file(tmp_path: Path) -> None:
+    """A Pushpin user's pushpin.conf and routes file, unchanged but for the key: the routes are
+    followed, origin requests are signed with the file's key and issuer, and each setting is
+    reported at start (the listeners here come from flags, which win over the file)."""
+    from .test_pushpinconf import SHIPPED
+
+    origin = Origin(
+        routes={"/hold": lambda r: (200, [("Grip-Hold", "stream"), ("Grip-Channel", "pp")], b"")}
+    ).start()
+    (tmp_path / "routes").write_text(f"* 127.0.0.1:{origin.port}\n")
+    conf = tmp_path / "pushpin.conf"
+    conf.write_text(
+        SHIPPED.replace("sig_key=changeme", "sig_key=from-pushpin-conf-over-32-bytes-long")
+    )
+    proc, port, publish_port = start_serve("--pushpin-config", str(conf))
+    try:
+        startup = "".join(STARTUP_LOG[proc.pid])
+        assert f"read Pushpin's config {conf}:" in startup
+        assert f"proxy/routesfile = 'routes' -> --routes {tmp_path / 'routes'}" in startup
+        assert "handler/message_rate ignored:" in startup
+        assert "well-known default key" not in startup
+        held = RawClient(port)
+        held.get("/hold")
+        held.read_until(b"\r\n\r\n")
+        claims = jwt.decode(
+            origin.requests[-1].headers["grip-sig"],
+            "from-pushpin-conf-over-32-bytes-long",
+            algorithms=["HS256"],
+        )
+        assert claims["iss"] == "pushpin"
+        deadline = time.monotonic() + 5
+        while True:  # the publish may race the subscription: retry until delivered
+            publish(publish_port, [{"channel": "pp", "formats": {"http-stream": {"content": "x"}}}])
+            try:
+                assert held.read_until(b"x\r\n", timeout=0.5) == b"1\r\nx\r\n"
+                break
+            except TimeoutError:
+                assert time.monotonic() < deadline
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)
+        origin.stop()
+    assert proc.returncode == 0

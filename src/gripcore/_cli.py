@@ -57,6 +57,7 @@ from ._config import (
 )
 from ._errors import LocalProtocolError
 from ._items import HttpResponseFormat, HttpStreamFormat, Item, WsMessageFormat, encode_publish_body
+from ._pushpinconf import parse_pushpin_config
 
 __all__ = [
     "DEFAULT_GRIP_URL",
@@ -143,6 +144,13 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
         "--config",
         metavar="FILE",
         help="TOML config file (env: GRIPCORE_CONFIG)",
+    )
+    parser.add_argument(
+        "--pushpin-config",
+        metavar="FILE",
+        help="read Pushpin's own pushpin.conf: the settings gripcore has become options "
+        "(under --config, the environment and flags), the others are listed at start with "
+        "the reason (env: GRIPCORE_PUSHPIN_CONFIG)",
     )
     parser.add_argument(
         "--print-config",
@@ -290,6 +298,14 @@ def _read_config_file(path: str) -> str:
         raise _UsageError(f"config file {path} is not UTF-8 text") from None
 
 
+def _read_config_file_os(path: str) -> str:
+    """`_read_config_file` for a file that may be absent (OSError instead of a usage error)."""
+    try:
+        return _read_config_file(path)
+    except _UsageError as exc:
+        raise OSError(0, str(exc)) from None
+
+
 def _configure_logging(config: Config) -> None:
     """Log to standard error at the configured level (the core and adapters only log)."""
     root = logging.getLogger()
@@ -321,15 +337,34 @@ def _run_adapter(config: Config) -> int:
 def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     config_path = args.config or environ.get("GRIPCORE_CONFIG") or None
     text = _read_config_file(config_path) if config_path else None
+    pushpin_path = args.pushpin_config or environ.get("GRIPCORE_PUSHPIN_CONFIG") or None
     argv_options = {option.field: getattr(args, option.field) for option in OPTIONS}
     try:
-        config = load_config(argv_options, environ, text, config_path)
+        pushpin = (
+            parse_pushpin_config(
+                _read_config_file(pushpin_path), pushpin_path, read_file=_read_config_file_os
+            )
+            if pushpin_path
+            else None
+        )
+        config = load_config(
+            argv_options,
+            environ,
+            text,
+            config_path,
+            pushpin_options=pushpin.options() if pushpin else None,
+        )
     except ConfigError as exc:
         raise _UsageError(str(exc)) from None
     if args.print_config:
         print(dump_config(config, redact_secrets=True), end="")
         return 0
     _configure_logging(config)
+    if pushpin is not None:
+        serve_log = logging.getLogger("gripcore.serve")
+        serve_log.info("read Pushpin's config %s:", pushpin_path)
+        for line in pushpin.report():
+            serve_log.info("  %s", line)
     if config.sig_key == DEFAULT_SIG_KEY:
         logging.getLogger("gripcore.serve").warning(
             "origin requests are signed (Grip-Sig, iss %r) with Pushpin's well-known default "

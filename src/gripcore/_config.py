@@ -131,7 +131,12 @@ _FALSE: Final = frozenset(("0", "false", "no", "off"))
 # GRIPCORE_* variables that are not options: the config file's path (read by the command line)
 # and the build/test switches of the compiled hot path (read by `_speedups`).
 _OTHER_ENV: Final = frozenset(
-    ("GRIPCORE_CONFIG", "GRIPCORE_NO_EXTENSIONS", "GRIPCORE_REQUIRE_EXTENSIONS")
+    (
+        "GRIPCORE_CONFIG",
+        "GRIPCORE_PUSHPIN_CONFIG",
+        "GRIPCORE_NO_EXTENSIONS",
+        "GRIPCORE_REQUIRE_EXTENSIONS",
+    )
 )
 # A top-level `key =` line or `[key]` table header of a TOML document (bare, "basic" or 'literal'
 # key).
@@ -858,9 +863,11 @@ def load_config(
     environ: Mapping[str, str],
     file_text: str | None = None,
     file_name: str | None = None,
+    *,
+    pushpin_options: Mapping[str, tuple[str, str]] | None = None,
 ) -> Config:
-    """Build the `Config` from the defaults, a TOML config file, the environment and the flags,
-    each overriding the ones before it.
+    """Build the `Config` from the defaults, Pushpin's config file, a TOML config file, the
+    environment and the flags, each overriding the ones before it.
 
     `argv_options` maps `Config` field names to what the command line gave: a string, a list of
     strings for the repeatable `listen` and `routes`, a bool for `debug`; None means not given.
@@ -868,12 +875,19 @@ def load_config(
     comma-separated, `GRIPCORE_ROUTE` one route per line), other names are ignored.
     `file_text` is the config file's content and `file_name` its path (for messages and for
     resolving relative paths); keys are the long option names with `-` or `_`.
+    `pushpin_options` maps option flags to (text, source), as `_pushpinconf.PushpinConfig.options`
+    gives them.
 
     Raises `ConfigError` naming the option and its source for an invalid value, an unknown
     config-file key or `GRIPCORE_*` variable, a file that is not TOML, or an unknown field in
     `argv_options`.
     """
     layered: dict[str, tuple[object, str]] = {}
+    for flag, (raw, source) in (pushpin_options or {}).items():
+        option = _BY_KEY.get(flag)
+        if option is None:
+            raise ConfigError(f"unknown option {_quote(flag)}", source=source)
+        layered[option.field] = (_convert(option, raw, source, ""), source)
     if file_text is not None:
         layered.update(_from_file(file_text, file_name))
     layered.update(_from_environ(environ))
