@@ -25,6 +25,7 @@ from gripcore._connection import (
 )
 from gripcore._node import ConnectOriginWebSocket, DiscardBody, NextChunk, OriginRequest
 from gripcore._originhttp import OriginError
+from gripcore._sig import SigningKey, mint_sig
 from gripcore._wsevents import Close, Open, Text, encode_events
 from gripcore._wsproxy import CloseOrigin, SendToOrigin
 
@@ -373,6 +374,71 @@ def test_no_grip_route_relays_grip_headers_as_they_are() -> None:
     assert out == whole(200, b"OK", [b"Grip-Hold: response", b"Grip-Channel: ch"], b"held?")
     assert header(h.origin.requests[0], b"grip-sig") is None
     assert not h.node.broker.hub.subscriber_count("ch")
+
+
+UPSTREAM_KEY = "upstream-proxy-key-of-32-bytes-or-more"
+
+
+def upstream_sig(h: Harness, key: str = UPSTREAM_KEY, *, age: float = 0) -> bytes:
+    """A Grip-Sig as a proxy in front makes it, minted `age` seconds ago (valid for an hour)."""
+    signing = SigningKey("HS256", key.encode())
+    return mint_sig(signing, "front", h.node.wall_clock() - age).encode()
+
+
+def test_a_trusted_upstream_proxy_gets_the_origins_grip_answer_unprocessed() -> None:
+    """Pushpin's upstream_key: a request whose Grip-Sig is valid for it keeps its Grip-*
+    headers, gets none of ours, and the origin's GRIP answer goes back to it as it is."""
+    h = routed(upstream_key=UPSTREAM_KEY)
+    conn, io = h.connect()
+    token = upstream_sig(h)
+    h.origin.queue(reply(200, b"held?", HOLD))
+    out = h.request(conn, io, get(b"/", (b"Grip-Sig", token), (b"Grip-Last", b"ch; last-id=1")))
+    assert out == whole(200, b"OK", [b"Grip-Hold: response", b"Grip-Channel: ch"], b"held?")
+    [op] = h.origin.requests
+    assert header(op, b"grip-sig") == token and header(op, b"grip-last") == b"ch; last-id=1"
+    assert header(op, b"grip-feature") is None
+    assert not h.node.broker.hub.subscriber_count("ch")
+    # the next request on the connection, unsigned, is an ordinary client's
+    h.origin.queue(reply(200, b"", HOLD))
+    assert h.request(conn, io, get(b"/", (b"Grip-Last", b"ch; last-id=1"))) == b""
+    assert h.node.broker.hub.subscriber_count("ch") == 1
+    second = h.origin.requests[1]
+    assert header(second, b"grip-last") is None and header(second, b"grip-feature") is not None
+
+
+@pytest.mark.parametrize(
+    ("key", "age"),
+    [("some-other-key-that-is-32-bytes-long", 0), (UPSTREAM_KEY, 3601)],
+    ids=["wrong-key", "expired"],
+)
+def test_an_invalid_upstream_sig_is_an_ordinary_client(key: str, age: float) -> None:
+    h = routed(upstream_key=UPSTREAM_KEY)
+    conn, io = h.connect()
+    h.origin.queue(reply(200, b"", HOLD))
+    assert h.request(conn, io, get(b"/", (b"Grip-Sig", upstream_sig(h, key, age=age)))) == b""
+    assert h.node.broker.hub.subscriber_count("ch") == 1
+    assert header(h.origin.requests[0], b"grip-sig") != upstream_sig(h, key, age=age)
+
+
+def test_clients_may_not_send_websocket_events_to_an_over_http_origin() -> None:
+    h = routed(",over_http", upstream_key=UPSTREAM_KEY)
+    conn, io = h.connect()
+    forged = post(b"/ws", b"TEXT 2\r\nhi\r\n", WOH, (b"Connection-Id", b"someone-else"))
+    out = h.request(conn, io, forged)
+    assert out == text(
+        403, b"Forbidden", b"Client not allowed to send WebSocket events directly.\n"
+    )
+    assert not h.origin.requests
+    # a GRIP proxy in front, trusted by its signature, speaks it on behalf of its clients
+    h.origin.queue(reply(200, b"TEXT 2\r\nok\r\n", [WOH]))
+    trusted = post(b"/ws", b"TEXT 2\r\nhi\r\n", WOH, (b"Grip-Sig", upstream_sig(h)))
+    [(response, body)] = parse_responses(h.request(conn, io, trusted))
+    assert (response.status_code, body) == (200, b"TEXT 2\r\nok\r\n")
+    # other media types, and routes that are not over_http, are not concerned
+    h2 = routed()
+    conn2, io2 = h2.connect()
+    h2.origin.queue(reply(204))
+    assert h2.request(conn2, io2, post(b"/ws", b"x", WOH)).startswith(b"HTTP/1.1 204")
 
 
 # --- routes and the starter kit ---

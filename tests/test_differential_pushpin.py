@@ -171,8 +171,23 @@ def scenario_websocket(port: int, publish_port: int) -> list[bytes]:
     return out
 
 
+def scenario_forged_websocket_events(port: int, publish_port: int) -> list[bytes]:
+    """A client may not speak WebSocket-over-HTTP to an over_http origin itself: it could claim
+    another session's Connection-Id and Meta-* (both answer 403, origin not called)."""
+    c = RawClient(port)
+    body = b"TEXT 2\r\nhi\r\n"
+    c.send(
+        b"POST /ws HTTP/1.1\r\nHost: example.com\r\nConnection-Id: someone-else\r\n"
+        b"Content-Type: application/websocket-events\r\nContent-Length: %d\r\n\r\n%s"
+        % (len(body), body)
+    )
+    head, got = c.read_response()
+    return [head, got]
+
+
 SCENARIOS: dict[str, Callable[[int, int], list[bytes]]] = {
     "plain": scenario_plain,
+    "forged-websocket-events": scenario_forged_websocket_events,
     "bad-instruct": scenario_bad_instruct,
     "stream": scenario_stream,
     "long-poll": scenario_long_poll,

@@ -98,7 +98,7 @@ def test_the_shipped_config_maps_to_gripcores_defaults_but_routes() -> None:
     assert len(report) == len(conf.settings) == 29  # the publish address and port are one
     assert "global/include ignored: Pushpin's internal wiring between its own processes" in report
     assert "handler/message_wait = '5000' -> --message-wait 5 (milliseconds to seconds)" in report
-    assert any(line.startswith("proxy/upstream_key ignored: not supported yet") for line in report)
+    assert "proxy/upstream_key ignored: empty: no proxy in front is trusted" in report
     assert "proxy/updates_check ignored: gripcore never calls home" in report
 
 
@@ -150,6 +150,12 @@ def test_a_bad_value_names_the_pushpin_line() -> None:
         ("[runner]\nlog_level=proxy:3\n", {"log-level": "2"}),
         # section names are case-insensitive; the last of two same keys wins, as QSettings
         ("[PROXY]\nsig_iss=a\nsig_iss=b\n", {"sig-iss": "b"}),
+        # key files are relative to the config file's folder too
+        (
+            "[proxy]\nsig_key=file:k.pem\nupstream_key=file:/abs/u.pem\n",
+            {"sig-key": "file:/etc/pushpin/k.pem", "upstream-key": "file:/abs/u.pem"},
+        ),
+        ("[proxy]\nupstream_key=base64:c2VjcmV0\n", {"upstream-key": "base64:c2VjcmV0"}),
         # an absolute routes file stays as it is
         ("[proxy]\nroutesfile=/srv/routes\n", {"routes": "/srv/routes"}),
         ("; comment\n\nkey_before_any_section=1\n", {}),

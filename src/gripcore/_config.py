@@ -597,6 +597,17 @@ OPTIONS: Final[tuple[Option, ...]] = (
     ),
     Option("sig_iss", "sig-iss", "ISS", "Grip-Sig issuer claim", _same, _check_name),
     Option(
+        "upstream_key",
+        "upstream-key",
+        "KEY",
+        "trust requests whose Grip-Sig is valid for this key (a GRIP proxy in front, as "
+        "Pushpin's upstream_key): their Grip-* headers reach the origin and its GRIP answers "
+        "go back unprocessed",
+        _parse_optional_text,
+        _check_secret,
+        secret=True,
+    ),
+    Option(
         "publish_key",
         "publish-key",
         "KEY",
@@ -733,6 +744,7 @@ class Config:
     routes: tuple[str, ...] = ()
     sig_key: str | None = DEFAULT_SIG_KEY
     sig_iss: str = "pushpin"
+    upstream_key: str | None = None
     publish_key: str | None = None
     publish_iss: str | None = None
     allow_link_host: tuple[str, ...] = ()

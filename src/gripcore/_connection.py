@@ -132,6 +132,12 @@ def _host_of(headers: Sequence[tuple[bytes, bytes]]) -> str:
     return ""
 
 
+def _content_type(headers: Sequence[tuple[bytes, bytes]]) -> bytes:
+    """The media type of a Content-Type header, lower case, without parameters."""
+    value = _header(headers, b"content-type") or b""
+    return value.partition(b";")[0].strip().lower()
+
+
 def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     for n, v in headers:
         if n.lower() == name:
@@ -167,6 +173,7 @@ class ProxyConnection:
         self.paused = False  # the transport's buffer is above its high mark
         self.closed = False
         self._route: Route | None = None
+        self._trusted = False  # the request came from a GRIP proxy in front (--upstream-key)
         self._targets: Sequence[Target] = ()
         self._hold_request: h11.Request | None = None
         self._origin_ws: OriginWsLink | None = None
@@ -369,7 +376,7 @@ class ProxyConnection:
         websocket: bool = False,
         extra: Sequence[tuple[bytes, bytes]] = (),
     ) -> list[tuple[bytes, bytes]]:
-        grip = route is None or not route.no_grip
+        grip = (route is None or not route.no_grip) and not self._trusted
         host = None
         if route is not None and route.as_host:
             host = route.as_host.encode("latin-1")
@@ -380,6 +387,7 @@ class ProxyConnection:
             grip=grip,
             sig_token=self.node.sign(route) if grip else None,
             websocket=websocket,
+            trusted_client=self._trusted,
             route_headers=route.headers if route is not None else (),
             host=host,
             extra=extra,
@@ -397,6 +405,19 @@ class ProxyConnection:
             return
         self._route = route
         self._targets = route.targets if route is not None else ()
+        self._trusted = self.node.is_trusted(request.headers)
+        if (
+            not self._trusted
+            and self._targets
+            and self._targets[0].over_http
+            and _content_type(request.headers) == b"application/websocket-events"
+        ):
+            # A client could otherwise speak for a WebSocket session (Connection-Id, Meta-*):
+            # only gripcore, or a trusted proxy in front, sends these (Pushpin: the same 403).
+            self._respond_now(
+                403, b"Forbidden", _TEXT, b"Client not allowed to send WebSocket events directly.\n"
+            )
+            return
         debug = self.config.debug or (route is not None and route.debug)
         answer = yield from self._origin_exchange(route, request, body, ())
         if answer is None:
@@ -447,7 +468,7 @@ class ProxyConnection:
         self, answer: Any, route: Route | None, request: h11.Request
     ) -> Generator[FlowOp, Any, Instruct | None]:
         """GRIP instructions, or None after relaying a plain response."""
-        grip = route is None or not route.no_grip
+        grip = (route is None or not route.no_grip) and not self._trusted
         if not grip or not is_grip_response(answer.headers):
             if isinstance(answer, Answer):
                 body = answer.body
@@ -779,6 +800,7 @@ class ProxyConnection:
             return
         targets = list(route.targets) if route is not None else []
         self._route = route
+        self._trusted = False  # a WebSocket is always GRIP-processed here
         self._hold_request = request
         sub = Subscriber(Transport.WEBSOCKET, owner=self)
         hub = self.node.broker.hub

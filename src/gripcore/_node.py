@@ -45,7 +45,7 @@ from ._publishing import PublishConveniences
 from ._relay import encode_relay_frame
 from ._routes import Route, RouteTable, Target, parse_routes
 from ._sequencer import Sequencer
-from ._sig import SigningKey, mint_sig, parse_key_spec
+from ._sig import SigningKey, VerifyKey, is_valid_sig, mint_sig, parse_key_spec, parse_verify_key
 from ._speedups import flush_connections
 
 if TYPE_CHECKING:
@@ -191,6 +191,7 @@ class ProxyNode:
     """The engine (named broker for the code that only needs its hub and sync())."""
     routes: RouteTable | None = field(init=False)
     sig_key: SigningKey | None = field(init=False)
+    upstream_key: VerifyKey | None = field(init=False)
     connections: set[ProxyConnection] = field(init=False, default_factory=set)
     closing: bool = field(init=False, default=False)
     metrics: Registry = field(init=False, default_factory=Registry)
@@ -240,6 +241,11 @@ class ProxyNode:
         self.sig_key = (
             parse_key_spec(self._key_spec(config.sig_key), read_file=self.read_file)
             if config.sig_key
+            else None
+        )
+        self.upstream_key = (
+            parse_verify_key(self._key_spec(config.upstream_key), read_file=self.read_file)
+            if config.upstream_key
             else None
         )
         self.link_hosts = [parse_listen(h, "") for h in config.allow_link_host]
@@ -384,6 +390,14 @@ class ProxyNode:
             return None
         iss = (route.sig_iss if route is not None else None) or self.config.sig_iss
         return mint_sig(key, iss, self.wall_clock()).encode("ascii")
+
+    def is_trusted(self, headers: Sequence[tuple[bytes, bytes]]) -> bool:
+        """Whether a client request comes from a GRIP proxy in front: its Grip-Sig is valid for
+        `--upstream-key` (Pushpin's `ProxyUtil::checkTrustedClient`)."""
+        if self.upstream_key is None:
+            return False
+        token = next((v for n, v in headers if n.lower() == b"grip-sig"), None)
+        return token is not None and is_valid_sig(token, self.upstream_key, now=self.wall_clock())
 
     def route_for(self, host: str, path: str, proto: str) -> Route | None:
         table = self.routes

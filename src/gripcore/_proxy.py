@@ -157,10 +157,13 @@ def origin_request_headers(
     route_headers: Sequence[tuple[str, str]] = (),
     host: bytes | None = None,
     extra: Sequence[tuple[bytes, bytes]] = (),
+    trusted_client: bool = False,
 ) -> Headers:
     """Headers for the origin request made on behalf of a client.
 
-    `websocket` selects the WebSocket handshake / WebSocket-over-HTTP rules; `host` overrides
+    A `trusted_client` (a GRIP proxy in front, its Grip-Sig valid for `--upstream-key`) keeps
+    its `Grip-*` headers, and none of ours are added: the answer goes back to it unprocessed,
+    as Pushpin's `ProxyUtil::manipulateRequestHeaders` does. `websocket` selects the WebSocket handshake / WebSocket-over-HTTP rules; `host` overrides
     the Host header (route `as_host` or target `host=`); `extra` is appended last (for example
     `Grip-Last`, `Connection-Id`, `Meta-*`, which the caller builds).
     """
@@ -170,7 +173,9 @@ def origin_request_headers(
     out: Headers = []
     for name, value in client_headers:
         lower = name.lower()
-        if lower in drop or lower.startswith(b"grip-") or lower == b"x-forwarded-for":
+        if lower in drop or lower == b"x-forwarded-for":
+            continue
+        if lower.startswith(b"grip-") and not trusted_client:
             continue
         if websocket and lower.startswith(b"meta-"):
             continue  # clients must not inject WebSocket-over-HTTP meta
@@ -189,7 +194,7 @@ def origin_request_headers(
         out = [(n, v) for n, v in out if n.lower() != key]
         if rvalue:
             out.append((rname.encode("latin-1"), rvalue.encode("latin-1")))
-    if grip:
+    if grip and not trusted_client:
         out.append((b"Grip-Feature", GRIP_FEATURES))
         if sig_token is not None:
             out.append((b"Grip-Sig", sig_token))

@@ -180,6 +180,7 @@ _MAPPED: Final[dict[tuple[str, str], tuple[str, _Convert, str]]] = {
     ("proxy", "debug"): ("debug", _same, ""),
     ("proxy", "sig_iss"): ("sig-iss", _same, ""),
     ("proxy", "sig_key"): ("sig-key", _sig_key, ""),
+    ("proxy", "upstream_key"): ("upstream-key", _same, ""),
     ("handler", "push_in_http_max_body_size"): ("max-publish-body", _same, ""),
     ("handler", "message_wait"): ("message-wait", _ms_to_seconds, "milliseconds to seconds"),
     ("handler", "id_cache_ttl"): ("id-cache-ttl", _same, ""),
@@ -201,8 +202,6 @@ _IGNORED: Final[dict[tuple[str, str], str]] = {
     ("runner", "local_ports"): "no unix-socket client listeners",
     ("runner", "https_ports"): "TLS client listeners are not supported yet: terminate TLS in "
     "front of gripcore",
-    ("proxy", "upstream_key"): "not supported yet: Grip-Sig from an upstream proxy is not "
-    "checked, so GRIP responses are never passed through",
     ("proxy", "auto_cross_origin"): "not supported: answer CORS in the origin",
     ("proxy", "accept_x_forwarded_protocol"): "not supported",
     ("proxy", "set_x_forwarded_protocol"): "not supported",
@@ -298,6 +297,12 @@ def parse_pushpin_config(
             flag, convert, note = _MAPPED[name]
             if name == ("proxy", "routesfile") and value and not os.path.isabs(value):
                 value = os.path.join(base_dir, value)  # relative to the config file's folder
+            elif value.startswith("file:") and not os.path.isabs(value[5:]):
+                value = "file:" + os.path.join(base_dir, value[5:])  # a key file, likewise
+            if name == ("proxy", "upstream_key") and not value:
+                note = "empty: no proxy in front is trusted"
+                settings.append(PushpinSetting(section, key, raw, source, note=note))
+                continue
             text_value = convert(value, source, key)
             settings.append(PushpinSetting(section, key, raw, source, flag, text_value, note))
         else:
