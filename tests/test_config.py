@@ -33,6 +33,7 @@ DEFAULTS: list[tuple[str, object]] = [
     ("routes", ()),
     ("sig_key", "changeme"),
     ("sig_iss", "pushpin"),
+    ("upstream_key", None),
     ("publish_key", None),
     ("publish_iss", None),
     ("allow_link_host", ()),
@@ -244,6 +245,7 @@ BAD_VALUES: list[tuple[str, str, str]] = [
     ("sig_iss", "", "must not be empty"),
     ("sig_iss", "a\nb", "must not contain control characters"),
     ("publish_key", "tok\x7fen", "must not contain control characters"),
+    ("upstream_key", "k\ney", "must not contain control characters"),
     ("publish_iss", "a\nb", "must not contain control characters"),
     ("allow_link_host", "example.com", "is not HOST:PORT"),
     ("log_level", "verbose", "must be one of error, warning, info, debug; got 'verbose'"),
@@ -386,7 +388,7 @@ def test_a_long_value_is_shortened_in_messages() -> None:
 
 
 def test_secrets_are_never_echoed() -> None:
-    for field in ("sig_key", "publish_key"):
+    for field in ("sig_key", "publish_key", "upstream_key"):
         with pytest.raises(ConfigError) as info:
             load_config({field: "hunter2\n"}, {})
         assert "hunter2" not in str(info.value)
