@@ -323,3 +323,77 @@ def test_a_flush_pass_measures_from_the_publish_to_its_last_write() -> None:
     node.clock = lambda: 20.0
     node.flush_pass()  # nothing was dirty: nothing written, nothing measured
     assert (series[-2], io_a.written) == (1, [b"2\r\nx\n\r\n"])
+
+
+# --- the twins' contract on wrong arguments ------------------------------------------------------
+#
+# Each function either returns the same value in both twins or raises the same exception type:
+# None, the other byte-like types, str, floats and integers past C's ranges included. (A typed
+# Cython argument would otherwise take None into a NULL dereference, a float into a truncated
+# int, and a bytearray where the twin took it.)
+
+ODD_VALUES: list[Any] = [
+    None,
+    b"ab",
+    b"",
+    bytearray(b"ab"),
+    memoryview(b"ab"),
+    "ab",
+    0,
+    1,
+    15,
+    16,
+    -1,
+    True,
+    2**31,
+    2**63 - 1,
+    2**63,
+    2**64,
+    -(2**63) - 1,
+    2**100,
+    1.5,
+    [],
+    {},
+]
+
+
+def _outcome(fn: Any, *args: Any) -> tuple[str, object]:
+    try:
+        return "value", fn(*args)
+    except Exception as exc:  # the contract compares exception types
+        return "raises", type(exc)
+
+
+def _same_everywhere(name: str, *args: Any) -> None:
+    outcomes = [_outcome(getattr(impl, name), *args) for impl in IMPLEMENTATIONS]
+    assert all(o == outcomes[0] for o in outcomes), (name, args, outcomes)
+
+
+def test_twins_agree_on_odd_arguments() -> None:
+    """Every pair of odd values, exhaustively (a few hundred calls per function)."""
+    for a in ODD_VALUES:
+        _same_everywhere("encode_chunk", a)
+        _same_everywhere("encode_woh_event", b"TEXT", a)
+        _same_everywhere("flush_connections", a, 0.0)
+        for args in (
+            ({"k": bytearray()}, a, [], [], 0),
+            ({"k": bytearray(b"x")}, b"y", [], [], a),
+            (a, b"y", [], [], 0),
+            ({"k": bytearray()}, b"y", a, [], 0),
+            ({"k": bytearray()}, b"y", [], a, 0),
+            ({"k": a}, b"y", [], [], 0),
+        ):
+            _same_everywhere("fanout", *args)
+        for b in ODD_VALUES:
+            _same_everywhere("ws_frame_header", a, b)
+            _same_everywhere("encode_ws_frame", a, b)
+            _same_everywhere("encode_woh_event", a, b)
+
+
+def test_fanout_a_buffer_held_by_a_view_raises_and_is_left_as_it_was(fast: ModuleType) -> None:
+    buf = bytearray(b"held")
+    view = memoryview(buf)
+    with pytest.raises(BufferError):
+        fast.fanout({"k": buf}, b"more", [], [], 0)
+    view.release()
+    assert buf == bytearray(b"held")

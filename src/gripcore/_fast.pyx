@@ -27,7 +27,7 @@ cdef inline Py_ssize_t _hex_into(char* out, size_t n) noexcept:
     return k
 
 
-def encode_chunk(bytes data):
+def encode_chunk(bytes data not None):
     cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
     if n == 0:
         return b""
@@ -66,16 +66,39 @@ cdef inline Py_ssize_t _ws_header_into(char* out, int opcode, Py_ssize_t length)
     return 10
 
 
-def ws_frame_header(int opcode, Py_ssize_t length):
+cdef inline int _need_int(object value, str name) except -1:
+    # Typed `int` arguments would take a float (truncated) and refuse an __index__ object;
+    # the twin's contract is: an int (bool included) or TypeError.
+    if not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    return 0
+
+
+cdef inline int _check_opcode(object opcode) except -1:
+    _need_int(opcode, "opcode")
+    if not 0 <= opcode <= 0x0F:
+        raise ValueError(f"invalid WebSocket opcode {opcode}")
+    return 0
+
+
+def ws_frame_header(object opcode, object length):
+    _need_int(opcode, "opcode")
+    _need_int(length, "length")
+    _check_opcode(opcode)
+    if length < 0:
+        raise ValueError("negative WebSocket payload length")
+    if length > 0x7FFFFFFFFFFFFFFF:
+        raise OverflowError("WebSocket payload length over 2**63 - 1")
     cdef char head[10]
-    cdef Py_ssize_t h = _ws_header_into(head, opcode, length)
+    cdef Py_ssize_t h = _ws_header_into(head, <int>opcode, <Py_ssize_t>length)
     return PyBytes_FromStringAndSize(head, h)
 
 
-def encode_ws_frame(int opcode, bytes payload):
+def encode_ws_frame(object opcode, bytes payload not None):
+    _check_opcode(opcode)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
     cdef char head[10]
-    cdef Py_ssize_t h = _ws_header_into(head, opcode, n)
+    cdef Py_ssize_t h = _ws_header_into(head, <int>opcode, n)
     out = PyBytes_FromStringAndSize(NULL, h + n)
     cdef char* p = PyBytes_AS_STRING(out)
     memcpy(p, head, h)
@@ -83,7 +106,7 @@ def encode_ws_frame(int opcode, bytes payload):
     return out
 
 
-def encode_woh_event(bytes event_type, content):
+def encode_woh_event(bytes event_type not None, content):
     if content is None:
         return event_type + b"\r\n"
     cdef bytes c = content
@@ -105,7 +128,12 @@ def encode_woh_event(bytes event_type, content):
     return out
 
 
-def fanout(dict targets, bytes payload, list woken, list overflowed, Py_ssize_t limit):
+def fanout(dict targets not None, bytes payload not None, list woken not None,
+           list overflowed not None, object limit):
+    _need_int(limit, "limit")
+    if not -0x8000000000000000 <= limit <= 0x7FFFFFFFFFFFFFFF:
+        raise OverflowError("limit does not fit a C ssize_t")
+    cdef Py_ssize_t climit = limit
     cdef Py_ssize_t pos = 0
     cdef PyObject* key
     cdef PyObject* value
@@ -119,19 +147,21 @@ def fanout(dict targets, bytes payload, list woken, list overflowed, Py_ssize_t 
         if type(buf) is not bytearray:
             raise TypeError("fanout targets must map to bytearray buffers")
         size = PyByteArray_GET_SIZE(buf)
-        if limit and size + n > limit:
+        if climit and size + n > climit:
             PyList_Append(overflowed, <object>key)
             continue
         if size == 0:
             PyList_Append(woken, <object>key)
         if n:
+            # declared `except -1` (cpython/bytearray.pxd): a failed resize (MemoryError, or
+            # BufferError while the buffer is exported) raises here, before any memcpy
             PyByteArray_Resize(buf, size + n)
             memcpy(PyByteArray_AS_STRING(buf) + size, src, n)
         delivered += 1
     return delivered
 
 
-def flush_connections(list batch, object now):
+def flush_connections(list batch not None, object now):
     cdef object conn, sub, session, buf, data
     cdef Py_ssize_t n
     for conn in batch:
@@ -146,7 +176,7 @@ def flush_connections(list batch, object now):
             if n == 0 or conn.paused:
                 continue
             data = PyBytes_FromStringAndSize(PyByteArray_AS_STRING(buf), n)
-            PyByteArray_Resize(buf, 0)
+            PyByteArray_Resize(buf, 0)  # except -1: raises (BufferError) rather than lose data
         else:  # the twin's generic path, for any buffer type
             if not buf or conn.paused:
                 continue
