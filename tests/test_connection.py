@@ -441,6 +441,75 @@ def test_clients_may_not_send_websocket_events_to_an_over_http_origin() -> None:
     assert h2.request(conn2, io2, post(b"/ws", b"x", WOH)).startswith(b"HTTP/1.1 204")
 
 
+# --- per-address limits ---
+
+TOO_MANY = (
+    b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain\r\nRetry-After: %d\r\n"
+    b"Content-Length: 39\r\nConnection: close\r\n\r\nToo many connections from this address\n"
+)
+
+
+def connect_refused(h: Harness, peer: str) -> RecordingIO:
+    io = RecordingIO()
+    assert not ProxyConnection(h.node, io, peer).connection_made()
+    assert io.closed
+    return io
+
+
+def test_connections_per_address_are_bounded_with_429() -> None:
+    h = routed(max_connections_per_ip=2)
+    first, _ = h.connect("192.0.2.1")
+    h.connect("192.0.2.1")
+    assert connect_refused(h, "192.0.2.1").take() == TOO_MANY % 1
+    h.connect("192.0.2.2")  # another address is not concerned
+    first.connection_lost()
+    h.connect("192.0.2.1")  # a slot came free
+    assert len(h.node.connections) == 3
+    assert (
+        'gripcore_client_limit_refusals_total{limit="connections"} 1'
+        in h.node.metrics.render().decode()
+    )
+
+
+def test_new_connections_per_second_per_address() -> None:
+    h = routed(new_connections_per_ip=1)
+    conn, _ = h.connect("192.0.2.1")
+    conn.connection_lost()
+    assert connect_refused(h, "192.0.2.1").take() == TOO_MANY % 1
+    h.clock.advance(1.0)
+    h.connect("192.0.2.1")
+    assert (
+        'gripcore_client_limit_refusals_total{limit="rate"} 1' in h.node.metrics.render().decode()
+    )
+
+
+def test_through_a_trusted_proxy_each_request_counts_against_its_client() -> None:
+    h = routed(max_connections_per_ip=1, trusted_proxy=("127.0.0.0/8",))
+    held, held_io = h.connect("127.0.0.1")
+    h.origin.queue(reply(200, b"", HOLD))
+    assert h.request(held, held_io, get(b"/", (b"X-Forwarded-For", b"198.51.100.7"))) == b""
+    # the proxy's connections are not counted; its client's second request is
+    conn, io = h.connect("127.0.0.1")
+    out = h.request(conn, io, get(b"/", (b"X-Forwarded-For", b"198.51.100.7")))
+    [(response, body)] = parse_responses(out)
+    assert response.status_code == 429 and (b"retry-after", b"1") in response.headers
+    assert body == b"Too many connections from this address\n"
+    assert not io.closed  # one refused request; the proxy's connection goes on
+    h.origin.queue(reply(204))
+    out = h.request(conn, io, get(b"/", (b"X-Forwarded-For", b"198.51.100.8")))
+    assert out.startswith(b"HTTP/1.1 204 No Content\r\n")
+    # the held request ends: its client may come back
+    h.publish({"channel": "ch", "formats": {"http-response": {"body": "done"}}})
+    h.flush_all()
+    assert parse_responses(held_io.take())[0][1] == b"done"
+    h.origin.queue(reply(204))
+    out = h.request(conn, io, get(b"/", (b"X-Forwarded-For", b"198.51.100.7")))
+    assert out.startswith(b"HTTP/1.1 204 No Content\r\n")
+    held.connection_lost()
+    conn.connection_lost()
+    assert h.node.limits._counts == {}
+
+
 # --- routes and the starter kit ---
 
 

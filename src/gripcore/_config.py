@@ -404,18 +404,29 @@ def _parse_int(raw: object) -> object:
     return raw
 
 
-def _check_float(minimum: float, *, exclusive: bool) -> Callable[[object], float]:
+def _check_float(
+    minimum: float, *, exclusive: bool, what: str = "a number of seconds"
+) -> Callable[[object], float]:
     bound = f"> {minimum:g}" if exclusive else f">= {minimum:g}"
 
     def check(value: object) -> float:
         if not isinstance(value, int | float) or isinstance(value, bool):
-            raise _Invalid(f"must be a number of seconds {bound}, got {_kind(value)}")
+            raise _Invalid(f"must be {what} {bound}, got {_kind(value)}")
         number = float(value)
         if not math.isfinite(number) or number < minimum or (exclusive and number == minimum):
-            raise _Invalid(f"must be a number of seconds {bound}, got {value!r}")
+            raise _Invalid(f"must be {what} {bound}, got {value!r}")
         return number
 
     return check
+
+
+def _parse_rate(raw: object) -> object:
+    if isinstance(raw, str):
+        try:
+            return float(raw.strip())
+        except ValueError:
+            raise _Invalid(f"must be a number a second, got {_quote(raw)}") from None
+    return raw
 
 
 def _parse_float(raw: object) -> object:
@@ -473,6 +484,20 @@ def _check_lines(value: object) -> tuple[str, ...]:
             raise _Invalid("a route line is blank")
         lines.append(text)
     return tuple(lines)
+
+
+def _check_networks(value: object) -> tuple[str, ...]:
+    if not isinstance(value, tuple | list):
+        raise _Invalid(f"must be a list of addresses or networks, got {_kind(value)}")
+    networks: list[str] = []
+    for item in value:
+        for text in _check_name(item).split(","):
+            try:
+                ipaddress.ip_network(text.strip(), strict=False)
+            except ValueError:
+                raise _Invalid(f"{text.strip()!r} is not an IP address or network") from None
+            networks.append(text.strip())
+    return tuple(networks)
 
 
 def _check_link_hosts(value: object) -> tuple[str, ...]:
@@ -680,6 +705,29 @@ OPTIONS: Final[tuple[Option, ...]] = (
         _check_int(1, MAX_WORKERS),
     ),
     _limit("max_connections", 1, "most client connections at once (per worker)"),
+    _limit(
+        "max_connections_per_ip",
+        0,
+        "most client connections from one address at once (0: no limit; beyond: 429)",
+    ),
+    Option(
+        "new_connections_per_ip",
+        "new-connections-per-ip",
+        "N",
+        "new client connections a second from one address (0: no limit; beyond: 429)",
+        _parse_rate,
+        _check_float(0.0, exclusive=False, what="a number a second"),
+    ),
+    Option(
+        "trusted_proxy",
+        "trusted-proxy",
+        "NET",
+        "a proxy in front (an address or network, repeatable): its X-Forwarded-For names "
+        "the client the per-address limits count",
+        _parse_lines,
+        _check_networks,
+        repeatable=True,
+    ),
     _limit("max_request_header_size", 1, "largest client request head in bytes (else 431)"),
     _limit("max_request_body", 1, "largest client request body in bytes (buffered for GRIP)"),
     _limit("max_publish_body", 1, "largest publish request body in bytes (else 413)"),
@@ -756,6 +804,9 @@ class Config:
     adapter: str = "asyncio"
     workers: int = 1
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_connections_per_ip: int = 0
+    new_connections_per_ip: float = 0.0
+    trusted_proxy: tuple[str, ...] = ()
     max_request_header_size: int = DEFAULT_MAX_REQUEST_HEADER_SIZE
     max_request_body: int = DEFAULT_MAX_REQUEST_BODY
     max_publish_body: int = DEFAULT_MAX_PUBLISH_BODY

@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
+import math
 from collections.abc import Generator, Sequence
 from typing import Any, Protocol
 
@@ -79,6 +80,13 @@ _OVERLOADED = (
 )
 
 _TEXT = [(b"Content-Type", b"text/plain")]
+
+
+def _too_many(wait: float) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """Headers and body of the 429 the per-address limits answer (RFC 6585 section 4)."""
+    retry = str(max(1, math.ceil(wait))).encode()
+    return [*_TEXT, (b"Retry-After", retry)], b"Too many connections from this address\n"
+
 
 # Bodies of non-GRIP answers up to this size are read whole and sent with a Content-Length;
 # larger ones (and those without a length) are relayed as they arrive.
@@ -178,6 +186,8 @@ class ProxyConnection:
         self._hold_request: h11.Request | None = None
         self._origin_ws: OriginWsLink | None = None
         self._resume_from: str | None = None  # a WebSocket's last-event-id, until subscribed
+        self._limit_key: str | None = None  # the address this connection counts against
+        self._request_key: str | None = None  # through a trusted proxy: the request's client
 
     # --- driver callbacks ---
 
@@ -189,11 +199,48 @@ class ProxyConnection:
             self.closed = True
             self.io.close()
             return False
+        limits = self.node.limits
+        if limits.enabled and not limits.is_trusted_proxy(self.peer):
+            wait = limits.acquire(self.peer, self.node.clock())
+            if wait is not None:
+                headers, body = _too_many(wait)
+                head = b"".join(b"%s: %s\r\n" % pair for pair in headers)
+                self.io.write(
+                    b"HTTP/1.1 429 Too Many Requests\r\n%sContent-Length: %d\r\n"
+                    b"Connection: close\r\n\r\n%s" % (head, len(body), body)
+                )
+                self.closed = True
+                self.io.close()
+                return False
+            self._limit_key = self.peer
         self.node.connections.add(self)
+        return True
+
+    def _release_limits(self) -> None:
+        for key in (self._limit_key, self._request_key):
+            if key is not None:
+                self.node.limits.release(key)
+        self._limit_key = self._request_key = None
+
+    def _admit_request(self, request: h11.Request) -> bool:
+        """Through a trusted proxy, the request counts against its client (X-Forwarded-For)
+        while it is handled or held; False after answering 429."""
+        limits = self.node.limits
+        if not limits.enabled or self._limit_key is not None or self._request_key is not None:
+            return True
+        forwarded = [v for n, v in request.headers if n.lower() == b"x-forwarded-for"]
+        client = limits.client_address(self.peer, forwarded)
+        wait = limits.acquire(client, self.node.clock())
+        if wait is not None:
+            headers, body = _too_many(wait)
+            self._respond_now(429, b"Too Many Requests", headers, body)
+            return False
+        self._request_key = client
         return True
 
     def connection_lost(self) -> None:
         self.closed = True
+        self._release_limits()
         self.node.connections.discard(self)
         self._cancel_timer()
         session = self.session
@@ -308,6 +355,9 @@ class ProxyConnection:
 
     def _request_done(self) -> None:
         """The response is complete: serve the next request on this connection, or close."""
+        if self._request_key is not None:
+            self.node.limits.release(self._request_key)
+            self._request_key = None
         self.session = None
         self.subscriber = None
         self._cancel_timer()
@@ -344,6 +394,8 @@ class ProxyConnection:
     def _handle(self, request: h11.Request, body: bytes) -> Flow:
         if self.closed:
             return  # the client left before this flow started: nobody to answer
+        if not self._admit_request(request):
+            return
         try:
             if _is_websocket_upgrade(request):
                 self._handle_websocket(request)

@@ -38,6 +38,7 @@ from ._history import History
 from ._hub import Hub, OverflowPolicy, PublishResult, Subscriber, Transport
 from ._instruct import reason_phrase
 from ._items import Item
+from ._limits import ClientLimits, parse_networks
 from ._metrics import Counter, Registry
 from ._originhttp import OriginError
 from ._publishapi import PublishResponse, engine_unavailable_response, handle_publish_request
@@ -192,6 +193,7 @@ class ProxyNode:
     routes: RouteTable | None = field(init=False)
     sig_key: SigningKey | None = field(init=False)
     upstream_key: VerifyKey | None = field(init=False)
+    limits: ClientLimits = field(init=False)
     connections: set[ProxyConnection] = field(init=False, default_factory=set)
     closing: bool = field(init=False, default=False)
     metrics: Registry = field(init=False, default_factory=Registry)
@@ -247,6 +249,11 @@ class ProxyNode:
             parse_verify_key(self._key_spec(config.upstream_key), read_file=self.read_file)
             if config.upstream_key
             else None
+        )
+        self.limits = ClientLimits(
+            max_per_ip=config.max_connections_per_ip,
+            rate_per_ip=config.new_connections_per_ip,
+            trusted_proxies=parse_networks(config.trusted_proxy),
         )
         self.link_hosts = [parse_listen(h, "") for h in config.allow_link_host]
         self._dirty: dict[ProxyConnection, None] = {}
@@ -340,6 +347,17 @@ class ProxyNode:
             "Resumes from history, by whether the last event id was found.",
             lambda: [(("found",), engine.resumes), (("missed",), engine.resume_misses)],
             ("result",),
+        )
+        limits = self.limits
+        m.counter_from(
+            "client_limit_refusals_total",
+            "Client connections (or requests through a trusted proxy) refused with 429 by the "
+            "per-address limits, by limit.",
+            lambda: [
+                (("connections",), limits.refused_connections),
+                (("rate",), limits.refused_rate),
+            ],
+            ("limit",),
         )
         self.slow_consumers = m.counter(
             "slow_consumer_closes_total", "Connections closed because their output buffer was full."
