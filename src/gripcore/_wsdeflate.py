@@ -119,7 +119,7 @@ class ServerDeflate(PerMessageDeflate):
         self.max_message = max_message
         self._inbound_size = 0
 
-    def accept(self, offer: str) -> bool | None | str:
+    def accept(self, offer: str) -> bool | str | None:
         params = parse_deflate_offer(offer)
         if params is None:
             return None
