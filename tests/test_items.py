@@ -210,7 +210,9 @@ ITEM_VALID: list[tuple[Any, Item]] = [
         hr({"headers": [["X-A", " \tv a\u00ff "], ["X-B", ""]], "body": "x"}),
         Item(
             "c",
-            http_response=HttpResponseFormat(headers=(("X-A", "v a\u00ff"), ("X-B", "")), body=b"x"),
+            http_response=HttpResponseFormat(
+                headers=(("X-A", "v a\u00ff"), ("X-B", "")), body=b"x"
+            ),
         ),
     ),
     (
@@ -1110,7 +1112,7 @@ def test_reason_phrase(code: int, reason: str | None, phrase: str) -> None:
 def test_http_response_code_sweep() -> None:
     """Every code a long-poll can be answered with, and none it cannot: 200-999 (1xx are not
     final answers), 204 and 304 only without a body."""
-    for code in range(0, 1001):
+    for code in range(1001):
         final = 200 <= code <= 999
         for body, patch in ((b"", None), (b"x", None), (None, ())):
             empty = body == b""
