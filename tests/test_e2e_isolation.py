@@ -75,6 +75,8 @@ def origin() -> Iterator[Origin]:
                 ],
                 b"not allowed\n",
             ),
+            # the same as a direct answer
+            "/bad-answer": lambda request: (200, [("Grip-Status", "204")], b"not allowed\n"),
             "/detach": detaching,
         }
     ).start()
@@ -174,11 +176,26 @@ def test_an_origin_answer_no_writer_can_send_costs_only_its_connection(
     bad.get("/bad-timeout")
     wait_for(lambda: subscribers(proxy, "never") == 1)
     bystanders.check()
-    # at its timeout the hold's answer (204 with a body) cannot be written: a 502, then closed
-    head, body = bad.read_response()
+    # at its timeout (5 s at least) the hold's answer (204 with a body) cannot be written: a
+    # 502, then closed
+    head, body = bad.read_response(timeout=60)
     assert head.startswith(b"HTTP/1.1 502 Bad Gateway\r\n") and b"Connection: close" in head
     assert body == ERROR_BODY and bad.read_to_close() == b""
     wait_for(lambda: subscribers(proxy, "never") == 0)
+    assert errors(proxy) == before + 1
+    bystanders.check()
+    bad.close()
+
+
+def test_an_origin_answer_no_writer_can_send_is_a_502(
+    proxy: ProxyThread, bystanders: Bystanders
+) -> None:
+    before = errors(proxy)
+    bad = RawClient(proxy.port)
+    bad.get("/bad-answer")
+    head, body = bad.read_response()
+    assert head.startswith(b"HTTP/1.1 502 Bad Gateway\r\n") and b"Connection: close" in head
+    assert body == ERROR_BODY and bad.read_to_close() == b""
     assert errors(proxy) == before + 1
     bystanders.check()
     bad.close()

@@ -39,6 +39,8 @@ from gripcore._items import (
     parse_publish_body,
 )
 
+from .hypothesis_support import examples
+
 # --- helpers to write vectors compactly ---------------------------------------------------------
 
 
@@ -1442,13 +1444,13 @@ def _parses_or_raises_publish_error(call: Any) -> None:
     assert isinstance(result, list | Item)
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(st.binary(max_size=200))
 def test_fuzz_bytes(body: bytes) -> None:
     _parses_or_raises_publish_error(lambda: parse_publish_body(body))
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(json_values)
 def test_fuzz_json_body(value: Any) -> None:
     body = json.dumps(value).encode()
@@ -1460,14 +1462,14 @@ def test_fuzz_json_body(value: Any) -> None:
     )
 
 
-@settings(max_examples=150)
+@settings(max_examples=examples(150))
 @given(python_values | item_like | structured_items)
 def test_fuzz_decoded_values(value: Any) -> None:
     _parses_or_raises_publish_error(lambda: parse_items([value]))
     _parses_or_raises_publish_error(lambda: parse_item(value))
 
 
-@settings(max_examples=150)
+@settings(max_examples=examples(150))
 @given(structured_items)
 def test_fuzz_structured_items(value: Any) -> None:
     try:

@@ -21,7 +21,6 @@ such routes): h11 for the handshake, wsproto for frames; the driver only connect
 from __future__ import annotations
 
 import base64
-import binascii
 import contextlib
 import functools
 import logging
@@ -67,7 +66,14 @@ from ._proxy import Passthrough, classify_response, link_destination, origin_req
 from ._routes import Route, Target
 from ._speedups import encode_ws_frame
 from ._wsgateway import OriginPost, WebSocketGateway
-from ._wsgrip import AcceptClient, CloseClient, GripWebSocket, RejectClient, WebSocketAction
+from ._wsgrip import (
+    AcceptClient,
+    CloseClient,
+    GripWebSocket,
+    RejectClient,
+    WebSocketAction,
+    handshake_refusal,
+)
 from ._wsproxy import CloseOrigin, ConnectOrigin, SendToOrigin, WebSocketProxy
 
 __all__ = ["ConnectionIO", "LinkIO", "OriginWsLink", "ProxyConnection"]
@@ -91,10 +97,6 @@ _BROKEN = (
     b"Content-Length: %d\r\nConnection: close\r\n\r\n%b" % (len(_ERROR_BODY), _ERROR_BODY)
 )
 _CLOSE_INTERNAL_ERROR = encode_ws_frame(0x8, (1011).to_bytes(2, "big"))
-
-# RFC 6455 section 4.2.1: the client's key is a base64-encoded 16-byte nonce, the version 13.
-_WS_KEY_BYTES = 16
-_WS_VERSION = b"13"
 
 # Request headers that frame the body: both on one request (RFC 9112 section 6.3) means the
 # connection cannot be trusted for another request.
@@ -183,25 +185,6 @@ def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None
 def _is_websocket_upgrade(request: h11.Request) -> bool:
     upgrade = _header(request.headers, b"upgrade")
     return request.method == b"GET" and upgrade is not None and upgrade.lower() == b"websocket"
-
-
-def _handshake_refusal(
-    request: h11.Request,
-) -> tuple[int, bytes, list[tuple[bytes, bytes]], bytes] | None:
-    """The answer to an opening handshake the server must refuse (RFC 6455 section 4.2.1),
-    or None: a version other than 13 gets 426 with the version we speak (section 4.2.2), a
-    missing key or one that is not base64 of 16 bytes gets 400."""
-    if _header(request.headers, b"sec-websocket-version") != _WS_VERSION:
-        headers = [*_TEXT, (b"Sec-WebSocket-Version", _WS_VERSION)]
-        return 426, b"Upgrade Required", headers, b"Unsupported WebSocket version.\n"
-    key = _header(request.headers, b"sec-websocket-key") or b""
-    try:
-        nonce = base64.b64decode(key, validate=True)
-    except binascii.Error:
-        nonce = b""
-    if len(nonce) != _WS_KEY_BYTES:
-        return 400, b"Bad Request", list(_TEXT), b"Invalid Sec-WebSocket-Key.\n"
-    return None
 
 
 class ProxyConnection:
@@ -894,9 +877,9 @@ class ProxyConnection:
     # --- WebSocket ---
 
     def _handle_websocket(self, request: h11.Request) -> None:
-        refusal = _handshake_refusal(request)
+        refusal = handshake_refusal(request.headers)
         if refusal is not None:
-            self._respond_now(*refusal)
+            self._respond_now(refusal.status, refusal.reason, refusal.headers, refusal.body)
             return
         route = self._route_for(request, "ws")
         if self.node.routes is not None and route is None:
@@ -1034,7 +1017,7 @@ class ProxyConnection:
     def _accept_websocket(self, extra: Sequence[tuple[bytes, bytes]]) -> None:
         request = self.held
         key = _header(request.headers, b"sec-websocket-key")
-        assert key is not None  # checked by _handshake_refusal
+        assert key is not None  # checked by handshake_refusal
         headers = [
             (b"Upgrade", b"websocket"),
             (b"Connection", b"Upgrade"),
