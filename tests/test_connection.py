@@ -7,6 +7,8 @@ import json
 import logging
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from wsproto.connection import Connection as WsConnection
 from wsproto.connection import ConnectionType
 from wsproto.events import (
@@ -23,6 +25,7 @@ from gripcore._connection import (
     OriginWsLink,
     ProxyConnection,
 )
+from gripcore._errors import PublishError
 from gripcore._items import parse_publish_body
 from gripcore._node import ConnectOriginWebSocket, DiscardBody, NextChunk, OriginRequest
 from gripcore._originhttp import OriginError
@@ -425,6 +428,53 @@ def test_a_held_response_h11_cannot_write_costs_only_its_connection() -> None:
     assert io.take() == BROKEN and io.closed and errors(h) == 1
     for _conn, sio, _ in streams:
         assert sio.take() == b"5\r\nmore\n\r\n"
+
+
+_field_text = st.text(
+    st.sampled_from(["a", " ", "\t", "\x01", "\x7f", "\u00e9", "\u00ff", "\u0100", "\u2603", "\r"]),
+    max_size=4,
+)
+_published_responses = st.fixed_dictionaries(
+    {"code": st.integers(0, 1000)},
+    optional={
+        "reason": _field_text,
+        "headers": st.lists(
+            st.tuples(
+                st.sampled_from(
+                    ["X-A", "Content-Length", "Transfer-Encoding", "Connection", "Grip-X", "b c"]
+                ),
+                _field_text | st.sampled_from(["chunked", "gzip", "5", "close"]),
+            ).map(list),
+            max_size=3,
+        ),
+        "body": st.sampled_from(["", "body"]),
+        "body-patch": st.just([]),
+    },
+)
+
+
+@given(_published_responses)
+@example({"code": 101, "body": ""})
+@example({"code": 204, "body": "x"})
+@example({"code": 200, "reason": "\u2603", "body": "x"})
+@example({"code": 200, "headers": [["Transfer-Encoding", "gzip"]], "body": "x"})
+def test_whatever_the_publish_api_accepts_a_long_poll_gets(fmt: dict[str, object]) -> None:
+    """The publish API's validation and the writer agree: an accepted http-response item is
+    written to a held long-poll as a complete HTTP/1.1 response; the others are refused."""
+    try:
+        [item] = parse_publish_body(
+            json.dumps({"items": [{"channel": "ch", "formats": {"http-response": fmt}}]}).encode()
+        )
+    except PublishError:
+        return
+    h = routed()
+    conn, io = h.connect()
+    h.origin.queue(reply(200, b"timeout\n", [*HOLD, (b"Grip-Timeout", b"30")]))
+    assert h.request(conn, io, get()) == b""
+    h.node.publish([item])
+    h.flush_all()
+    [(response, _body)] = parse_responses(io.take())
+    assert response.status_code == fmt["code"] and errors(h) == 0
 
 
 def test_a_failure_after_the_handshake_closes_the_websocket_with_1011() -> None:
