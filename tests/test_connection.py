@@ -575,6 +575,26 @@ def test_websocket_handshake_with_another_version_is_426(version: bytes | None) 
     assert not h.origin.requests
 
 
+def test_head_requests_get_the_head_of_whole_answers() -> None:
+    """RFC 9110 section 9.3.2: our own answers (here a 502) and a published response to a held
+    HEAD carry their Content-Length but no body, and the connection stays usable."""
+    h = Harness(routes=("other.example 127.0.0.1:9",))
+    conn, io = h.connect()
+    out = h.request(conn, io, b"HEAD / HTTP/1.1\r\nHost: example\r\n\r\n")
+    assert (
+        out == b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: 17\r\n\r\n"
+    )
+    assert not io.closed and not conn.busy
+    h = routed()
+    conn, io = h.connect()
+    h.origin.queue(reply(200, b"", [*HOLD, (b"Grip-Timeout", b"30")]))
+    assert h.request(conn, io, b"HEAD /p HTTP/1.1\r\nHost: example\r\n\r\n") == b""
+    h.publish({"channel": "ch", "formats": {"http-response": {"body": "hello\n"}}})
+    h.flush_all()
+    assert io.take() == b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n"
+    assert not io.closed and errors(h) == 0
+
+
 def test_content_length_with_transfer_encoding_is_answered_then_closed() -> None:
     """RFC 9112 section 6.3: the body is read by Transfer-Encoding and the connection closed
     after the answer, so what follows the chunked body is never served as a request."""

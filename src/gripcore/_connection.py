@@ -409,7 +409,9 @@ class ProxyConnection:
             out.append((b"Connection", b"close"))
         # encoded whole before any of it is written: an answer h11 refuses leaves none behind
         head = self._encode(h11.Response(status_code=status, reason=reason, headers=out))
-        data = self._encode(h11.Data(data=body)) if body else b""
+        # RFC 9110 section 9.3.2: the answer to HEAD is the head alone (the length is the GET's)
+        head_only = self.request is not None and self.request.method == b"HEAD"
+        data = self._encode(h11.Data(data=body)) if body and not head_only else b""
         self._write(b"".join((head or b"", data or b"", self._encode(h11.EndOfMessage()) or b"")))
 
     def _request_done(self) -> None:

@@ -274,7 +274,8 @@ class HttpResponseFormat:
     standard phrase for `code` (see `reason_phrase`); a given one is HTAB, SP, VCHAR or Latin-1
     obs-text. With action `send` exactly one of `body` and `body_patch` is given; other actions
     use no other field. Headers are (name, value) pairs in order; names must be tokens, values
-    (stripped of surrounding whitespace) HTAB, SP, VCHAR or obs-text. Not hashable (`body_patch` holds JSON mappings).
+    (stripped of surrounding whitespace) HTAB, SP, VCHAR or obs-text. Not hashable
+    (`body_patch` holds JSON mappings).
 
     Raises `LocalProtocolError` when a field is invalid.
     """
