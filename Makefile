@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.gripcore-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint typecheck test-fast test-pure bench clean
+.PHONY: setup run test fuzz lint typecheck test-fast test-pure bench clean
 
 $(STAMP): pyproject.toml setup.py src/gripcore/_fast.pyx
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,14 @@ test: $(STAMP) lint typecheck
 	$(PY) -m coverage report
 	$(PY) -m coverage report --include='src/gripcore/*' --fail-under=100 >/dev/null \
 	  || { echo "src/gripcore is below 100% branch coverage (see the report above)"; exit 1; }
+
+## The property tests (hypothesis) run randomly, with GRIPCORE_FUZZ_FACTOR (default 20) times the
+## examples `make test` runs derandomized, on the compiled hot path and on the pure twin. Keep any
+## failing example it prints as an explicit @example on that test.
+FUZZ_ARGS ?= -m "not e2e" -p no:cacheprovider
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz GRIPCORE_REQUIRE_EXTENSIONS=1 $(PY) -m pytest -q $(FUZZ_ARGS) $(PYTEST_ARGS)
+	HYPOTHESIS_PROFILE=fuzz GRIPCORE_NO_EXTENSIONS=1 $(PY) -m pytest -q $(FUZZ_ARGS) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check src adapters tests bench tools examples

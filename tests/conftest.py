@@ -11,11 +11,25 @@ from hypothesis import HealthCheck, settings
 
 from gripcore import _fast_py, _speedups
 
+from .hypothesis_support import examples
+
+# `make test` (and CI) runs every property derandomized: the same examples on every run, so a
+# test passes or fails by the code, not by luck. `make fuzz` (HYPOTHESIS_PROFILE=fuzz) runs them
+# randomly with GRIPCORE_FUZZ_FACTOR times the examples (tests/hypothesis_support.py); keep what
+# it finds as an explicit @example on the test.
 settings.register_profile(
-    "default", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=100
+    "default",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    max_examples=examples(100),
+    derandomize=True,
+    print_blob=True,
 )
-settings.register_profile("ci", parent=settings.get_profile("default"), derandomize=True)
-settings.load_profile("ci" if os.environ.get("CI") else "default")
+settings.register_profile("ci", parent=settings.get_profile("default"))
+settings.register_profile(
+    "fuzz", parent=settings.get_profile("default"), derandomize=False, max_examples=examples(100)
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or "default")
 
 
 def _implementations() -> list[ModuleType]:

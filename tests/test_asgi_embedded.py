@@ -936,3 +936,27 @@ def test_options_are_checked_as_gripcore_serve_checks_them(
 ) -> None:
     with pytest.raises(ConfigError, match="^" + message.replace(".", r"\.")):
         GripMiddleware(origin, **option)
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        (b"Sec-WebSocket-Version: 13\r\n", b"400"),  # no key
+        (b"Sec-WebSocket-Key: x\r\nSec-WebSocket-Version: 13\r\n", b"400"),
+        (b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n", b"426"),
+    ],
+)
+def test_websocket_handshake_is_checked_by_the_server(
+    server: Uvicorn, origin: Origin, headers: bytes, status: bytes
+) -> None:
+    """Embedded, the ASGI server owns the handshake (RFC 6455 section 4.2.1): a bad key or
+    version is refused before the app or the gateway hears of it."""
+    client = RawClient(server.port)
+    client.send(
+        b"GET /ws HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\n" + headers + b"\r\n"
+    )
+    head = client.read_until(b"\r\n\r\n")
+    assert head.split(b" ", 2)[1] == status, head
+    assert not origin.requests
+    client.close()

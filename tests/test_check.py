@@ -53,6 +53,7 @@ from .e2e_support import (
     stop_pushpin,
     wait_pushpin_accepting,
 )
+from .hypothesis_support import examples
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_PUSHPIN = ROOT.parent / "shared" / "tools" / "run-pushpin"
@@ -204,7 +205,7 @@ def test_origin_websocket_over_http() -> None:
     assert origin.handle("POST", "/ws/ch", headers, b"TEXT zz\r\n").status == 400
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(st.text(), st.binary(), st.lists(st.tuples(st.text(), st.text()), max_size=3))
 def test_origin_never_raises(target: str, body: bytes, headers: list[tuple[str, str]]) -> None:
     for path in (target, "/ws/c" + target.replace("/", "")):
@@ -394,7 +395,7 @@ def test_unprefixed_message_passes_outside_grip_mode() -> None:
     assert check_websocket_answer("ws", "text", 200, [WS_EVENTS], body, grip=False).passed
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(st.sampled_from(["open", "text", "close"]), st.binary(), st.booleans())
 def test_check_websocket_answer_never_raises(step, body, grip) -> None:  # type: ignore[no-untyped-def]
     assert isinstance(
@@ -402,7 +403,7 @@ def test_check_websocket_answer_never_raises(step, body, grip) -> None:  # type:
     )
 
 
-@settings(max_examples=100)
+@settings(max_examples=examples(100))
 @given(st.lists(st.tuples(st.binary(max_size=20), st.binary(max_size=20)), max_size=4), st.binary())
 def test_describe_origin_response_never_raises(headers, body) -> None:  # type: ignore[no-untyped-def]
     assert isinstance(describe_origin_response("g", 200, b"OK", headers, body), CheckResult)

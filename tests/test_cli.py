@@ -39,6 +39,8 @@ from gripcore._config import OPTIONS, Config, ConfigError
 from gripcore._errors import LocalProtocolError
 from gripcore._items import parse_publish_body
 
+from .hypothesis_support import examples
+
 
 def _run(
     capsys: pytest.CaptureFixture[str],
@@ -693,7 +695,7 @@ _arguments = st.lists(
 )
 
 
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 @given(_arguments, st.binary(max_size=16))
 def test_publish_never_raises(args: list[str], stdin: bytes) -> None:
     out, err = io.StringIO(), io.StringIO()

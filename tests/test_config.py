@@ -24,6 +24,8 @@ from gripcore._config import (
 )
 from gripcore._errors import LocalProtocolError
 
+from .hypothesis_support import examples
+
 # --- defaults ------------------------------------------------------------------------------------
 
 DEFAULTS: list[tuple[str, object]] = [
@@ -168,7 +170,7 @@ _hosts = st.one_of(
 _addresses = st.tuples(_hosts, st.integers(0, 65535))
 
 
-@settings(max_examples=50)
+@settings(max_examples=examples(50))
 @given(_addresses)
 def test_format_then_parse_listen_round_trips(address: tuple[str, int]) -> None:
     assert parse_listen(format_listen(address), "0.0.0.0") == address
@@ -681,7 +683,7 @@ def _configs(draw: st.DrawFn) -> Config:
     )
 
 
-@settings(max_examples=40)
+@settings(max_examples=examples(40))
 @given(_configs())
 def test_dump_then_load_round_trips(config: Config) -> None:
     assert load_config({}, {}, dump_config(config), "gripcore.toml") == config

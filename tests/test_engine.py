@@ -43,6 +43,8 @@ from gripcore._hub import Framing, Hub, Subscriber, Transport
 from gripcore._items import HttpStreamFormat, Item
 from gripcore._sequencer import Sequencer
 
+from .hypothesis_support import examples
+
 TARGET = RedisTarget("127.0.0.1", prefix="t:")
 
 
@@ -520,7 +522,7 @@ def test_memory_engine_without_history_does_not_resume() -> None:
 _ids = st.sampled_from(["1", "2", "3", "4", None])
 
 
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 @given(
     st.lists(st.tuples(_ids, _ids, st.floats(0, 10, allow_nan=False), st.booleans()), max_size=25)
 )

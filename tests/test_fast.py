@@ -310,6 +310,24 @@ def test_flush_connections_hands_events_and_ended_connections_to_flush(fast: Mod
     assert io_b.written == []
 
 
+class BrokenIO(InProcessIO):
+    """A transport whose writes fail (a driver bug, say)."""
+
+    def write(self, data: bytes) -> None:
+        raise OSError("write failed")
+
+
+def test_flush_connections_goes_on_after_one_connection_fails(fast: ModuleType) -> None:
+    node = make_node()
+    (a, io_a), (b, _), (c, io_c) = (held_stream(node) for _ in range(3))
+    b.io = BrokenIO()
+    node.broker.publish([stream_item(b"one\n")], 50.0)
+    fast.flush_connections([a, b, c], 51.0)
+    assert io_a.written == io_c.written == [b"4\r\none\n\r\n"]  # the slice went on
+    assert b.closed and b.session is None and b.io.closed  # the failing one ended, alone
+    assert node.connection_errors.values == {(): 1.0}
+
+
 def test_a_flush_pass_measures_from_the_publish_to_its_last_write() -> None:
     node = make_node()
     (_, io_a), (_, io_b) = held_stream(node), held_stream(node)

@@ -31,6 +31,8 @@ from gripcore._filters import (
     needs_filtering,
 )
 
+from .hypothesis_support import examples
+
 DROP = None
 
 
@@ -480,7 +482,7 @@ _content = st.one_of(
 )
 
 
-@settings(max_examples=150)
+@settings(max_examples=examples(150))
 @given(
     filters=st.lists(_names, max_size=MAX_FILTERS + 2),
     sub=_meta,

@@ -26,6 +26,8 @@ from gripcore._hub import FilterFailed, Framing, Hub, Subscriber, Transport
 from gripcore._instruct import Channel, Instruct, KeepAlive, Link
 from gripcore._items import HttpResponseFormat, HttpStreamFormat, Item
 
+from .hypothesis_support import examples
+
 H = list[tuple[bytes, bytes]]
 
 TIMEOUT_HEADERS = ((b"Content-Type", b"text/plain"), (b"X-Keep", b"k"), (b"content-type", b"x/y"))
@@ -567,7 +569,7 @@ inputs = st.lists(
 )
 
 
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 @given(inputs)
 def test_stream_hold_sweep(steps: list[str]) -> None:
     instruct = stream_instruct(

@@ -41,6 +41,8 @@ from gripcore._instruct import (
     strip_hop_by_hop,
 )
 
+from .hypothesis_support import examples
+
 Pairs = list[tuple[str, str]]
 JSON_CT = ("Content-Type", "application/grip-instruct")
 
@@ -1478,7 +1480,7 @@ def grip_header_sets(draw: st.DrawFn) -> tuple[list[tuple[bytes, bytes]], dict[s
     return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in pairs], expected
 
 
-@settings(max_examples=100)
+@settings(max_examples=examples(100))
 @given(grip_header_sets())
 def test_generated_header_sets_parse(
     case: tuple[list[tuple[bytes, bytes]], dict[str, Any]],
@@ -1559,7 +1561,7 @@ _json_values = st.recursive(
 )
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(
     st.dictionaries(_JSON_KEYS, _json_values, max_size=3),
     st.lists(

@@ -39,6 +39,8 @@ from gripcore._items import (
     parse_publish_body,
 )
 
+from .hypothesis_support import examples
+
 # --- helpers to write vectors compactly ---------------------------------------------------------
 
 
@@ -195,8 +197,25 @@ ITEM_VALID: list[tuple[Any, Item]] = [
         Item("c", http_response=HttpResponseFormat(code=404, reason="Nope", body=b"x")),
     ),
     (
-        hr({"code": 100, "body": "x"}),
-        Item("c", http_response=HttpResponseFormat(code=100, body=b"x")),
+        hr({"code": 200, "body": "x"}),
+        Item("c", http_response=HttpResponseFormat(code=200, body=b"x")),
+    ),
+    (
+        hr({"code": 204, "body": ""}),
+        Item("c", http_response=HttpResponseFormat(code=204, body=b"")),
+    ),
+    (
+        hr({"code": 304, "reason": "Same \u00e9\ttab", "body-bin": ""}),
+        Item("c", http_response=HttpResponseFormat(code=304, reason="Same \u00e9\ttab", body=b"")),
+    ),
+    (  # surrounding whitespace is not part of a field value (RFC 9110 section 5.5)
+        hr({"headers": [["X-A", " \tv a\u00ff "], ["X-B", ""]], "body": "x"}),
+        Item(
+            "c",
+            http_response=HttpResponseFormat(
+                headers=(("X-A", "v a\u00ff"), ("X-B", "")), body=b"x"
+            ),
+        ),
     ),
     (
         hr({"code": 999, "body": "x"}),
@@ -579,9 +598,30 @@ ITEM_ERRORS: list[tuple[Any, str]] = [
     (hr({"code": 99, "body": "x"}), "'http-response' contains 'code' with invalid value"),
     (hr({"code": 1000, "body": "x"}), "'http-response' contains 'code' with invalid value"),
     (hr({"code": -1, "body": "x"}), "'http-response' contains 'code' with invalid value"),
+    # a long-poll gets a final answer: 1xx (and 101 above all) can never be one
+    (hr({"code": 100, "body": "x"}), "'http-response' contains 'code' with invalid value"),
+    (hr({"code": 101, "body": ""}), "'http-response' contains 'code' with invalid value"),
+    (hr({"code": 199, "body": "x"}), "'http-response' contains 'code' with invalid value"),
+    (
+        hr({"code": 204, "body": "x"}),
+        "'http-response' contains a body with code 204, which has none",
+    ),
+    (
+        hr({"code": 304, "body-bin": "QQ=="}),
+        "'http-response' contains a body with code 304, which has none",
+    ),
+    (
+        hr({"code": 204, "body-patch": []}),
+        "'http-response' contains a body with code 204, which has none",
+    ),
     (hr({"reason": 5, "body": "x"}), "'http-response' contains 'reason' with wrong type"),
     (hr({"reason": "a\r\nb", "body": "x"}), "'http-response' contains 'reason' with invalid value"),
     (hr({"reason": "\ud800", "body": "x"}), "'http-response' contains 'reason' with invalid value"),
+    # a reason phrase is HTAB, SP, VCHAR and obs-text (RFC 9112 section 4): Latin-1 at most
+    (hr({"reason": "\u2603", "body": "x"}), "'http-response' contains 'reason' with invalid value"),
+    (hr({"reason": "\u0100", "body": "x"}), "'http-response' contains 'reason' with invalid value"),
+    (hr({"reason": "a\x01b", "body": "x"}), "'http-response' contains 'reason' with invalid value"),
+    (hr({"reason": "a\x7fb", "body": "x"}), "'http-response' contains 'reason' with invalid value"),
     (hr({"headers": "x", "body": "x"}), "'http-response' contains 'headers' with wrong type"),
     (hr({"headers": 1, "body": "x"}), "'http-response' contains 'headers' with wrong type"),
     (hr({"headers": ["a"], "body": "x"}), "headers contains element with wrong type"),
@@ -613,6 +653,10 @@ ITEM_ERRORS: list[tuple[Any, str]] = [
     (hr({"headers": {"X": "a\rb"}, "body": "x"}), "headers contains 'X' with invalid value"),
     (hr({"headers": {"X": "a\x00b"}, "body": "x"}), "headers contains 'X' with invalid value"),
     (hr({"headers": {"X": "\ud800"}, "body": "x"}), "headers contains 'X' with invalid value"),
+    (hr({"headers": {"X": "\u2603"}, "body": "x"}), "headers contains 'X' with invalid value"),
+    (hr({"headers": {"X": "a\x0bb"}, "body": "x"}), "headers contains 'X' with invalid value"),
+    (hr({"headers": {"X": "a\x7f"}, "body": "x"}), "headers contains 'X' with invalid value"),
+    (hr({"headers": {"X": "a\x1fb"}, "body": "x"}), "headers contains 'X' with invalid value"),
     (hr({}), "'http-response' does not contain 'body', 'body-bin', or 'body-patch'"),
     (hr({"body": None}), "'http-response' does not contain 'body', 'body-bin', or 'body-patch'"),
     (hr({"body": 5}), "'http-response' contains 'body' with wrong type"),
@@ -1067,6 +1111,46 @@ def test_reason_phrase(code: int, reason: str | None, phrase: str) -> None:
         assert default_reason(code) == phrase
 
 
+def test_http_response_code_sweep() -> None:
+    """Every code a long-poll can be answered with, and none it cannot: 200-999 (1xx are not
+    final answers), 204 and 304 only without a body."""
+    for code in range(1001):
+        final = 200 <= code <= 999
+        for body, patch in ((b"", None), (b"x", None), (None, ())):
+            empty = body == b""
+            try:
+                HttpResponseFormat(code=code, body=body, body_patch=patch)
+            except LocalProtocolError:
+                assert not final or (code in (204, 304) and not empty), code
+            else:
+                assert final and (code not in (204, 304) or empty), code
+
+
+def test_reason_and_header_value_sweep() -> None:
+    """Each character, alone and inside text, in a reason and a header value: accepted exactly
+    when an HTTP/1.1 writer can send it (HTAB, SP, VCHAR, obs-text; no surrounding space in a
+    field value, which is stripped)."""
+    for c in range(0x120):
+        ch = chr(c)
+        writable = ch == "\t" or 0x20 <= c <= 0x7E or 0x80 <= c <= 0xFF
+        for reason in (ch, f"a{ch}b"):
+            try:
+                HttpResponseFormat(reason=reason, body=b"")
+            except LocalProtocolError:
+                assert not writable, reason
+            else:
+                assert writable, reason
+        try:
+            fmt = HttpResponseFormat(headers=(("X", f"a{ch}b"),), body=b"")
+        except LocalProtocolError:
+            assert not writable, c
+        else:
+            assert writable and fmt.headers == (("X", f"a{ch}b"),), c
+    for value in (" ", "\t", " v ", "\tv\t"):
+        fmt = HttpResponseFormat(headers=(("X", value),), body=b"")
+        assert fmt.headers == (("X", value.strip()),)
+
+
 # --- encoding -----------------------------------------------------------------------------------
 
 ENCODE_VECTORS: list[tuple[Item, dict[str, Any]]] = [
@@ -1218,9 +1302,14 @@ def test_module_surface() -> None:
 unicode_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
 nonempty_text = unicode_text.filter(bool)
 tokens = st.text("!#$%&'*+-.^_`|~0123456789abcXYZ", min_size=1, max_size=10)
+# what an HTTP/1.1 writer can send: VCHAR, obs-text (Latin-1), inner SP and HTAB
 header_values = st.text(
-    st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n\x00"), max_size=12
-)
+    st.sampled_from([chr(c) for c in (*range(0x21, 0x7F), *range(0x80, 0x100))]), max_size=6
+) | st.tuples(
+    st.text("ab\u00e9", min_size=1, max_size=3),
+    st.text(" \t", min_size=1, max_size=2),
+    st.text("cd\u00ff", min_size=1, max_size=3),
+).map("".join)
 json_leaves = (
     st.none()
     | st.booleans()
@@ -1239,7 +1328,7 @@ other_actions = st.sampled_from(["hint", "close", "refresh"])
 http_responses = st.one_of(
     st.builds(
         HttpResponseFormat,
-        code=st.integers(100, 999),
+        code=st.integers(200, 999).filter(lambda code: code not in (204, 304)),
         reason=st.none() | header_values.filter(bool),
         headers=st.lists(st.tuples(tokens, header_values), max_size=3).map(tuple),
         body=st.binary(max_size=40),
@@ -1355,13 +1444,13 @@ def _parses_or_raises_publish_error(call: Any) -> None:
     assert isinstance(result, list | Item)
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(st.binary(max_size=200))
 def test_fuzz_bytes(body: bytes) -> None:
     _parses_or_raises_publish_error(lambda: parse_publish_body(body))
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(json_values)
 def test_fuzz_json_body(value: Any) -> None:
     body = json.dumps(value).encode()
@@ -1373,14 +1462,14 @@ def test_fuzz_json_body(value: Any) -> None:
     )
 
 
-@settings(max_examples=150)
+@settings(max_examples=examples(150))
 @given(python_values | item_like | structured_items)
 def test_fuzz_decoded_values(value: Any) -> None:
     _parses_or_raises_publish_error(lambda: parse_items([value]))
     _parses_or_raises_publish_error(lambda: parse_item(value))
 
 
-@settings(max_examples=150)
+@settings(max_examples=examples(150))
 @given(structured_items)
 def test_fuzz_structured_items(value: Any) -> None:
     try:

@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 from gripcore import ProtocolError, RemoteProtocolError
 from gripcore._jsonpatch import JsonPatchError, apply_body_patch, apply_patch
 
+from .hypothesis_support import examples
+
 # (name, document, patch, expected result) - RFC 6902 appendix A plus pointer/array cases.
 APPLY_VECTORS: list[tuple[str, Any, list[dict[str, Any]], Any]] = [
     (
@@ -291,7 +293,7 @@ def _pointers(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return out
 
 
-@settings(max_examples=50)
+@settings(max_examples=examples(50))
 @given(json_documents)
 def test_test_ops_built_from_the_document_always_pass(document: Any) -> None:
     patch = [{"op": "test", "path": p, "value": v} for p, v in _pointers(document)]
@@ -301,7 +303,7 @@ def test_test_ops_built_from_the_document_always_pass(document: Any) -> None:
     assert apply_body_patch(body, patch) == expected
 
 
-@settings(max_examples=50)
+@settings(max_examples=examples(50))
 @given(json_documents, st.data())
 def test_add_then_remove_round_trips(document: Any, data: st.DataObject) -> None:
     containers = [(p, v) for p, v in _pointers(document) if isinstance(v, dict | list)]
@@ -327,7 +329,7 @@ patch_ops = st.lists(
 )  # fmt: skip
 
 
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 @given(json_documents, patch_ops)
 def test_arbitrary_patches_raise_only_patch_errors(document: Any, patch: list[Any]) -> None:
     try:

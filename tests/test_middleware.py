@@ -28,6 +28,7 @@ from gripcore.middleware import (
 from gripcore.origin import WebSocketContext, hold_stream
 
 from .e2e_support import WsClient, publish, running_proxy, subscribers, wait_for
+from .hypothesis_support import examples
 
 KEY = b"middleware-test-secret-of-32-bytes!"
 NOW = 1_700_000_000.0
@@ -314,7 +315,7 @@ def test_wsgi_non_websocket_passes_through_unbuffered() -> None:
     )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.binary(max_size=200))
 def test_wsgi_fuzz_body_never_raises(body: bytes) -> None:
     status, _, _ = call_wsgi(middleware, body, "/ws")

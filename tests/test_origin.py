@@ -70,6 +70,7 @@ from .e2e_support import (
     subscribers,
     wait_for,
 )
+from .hypothesis_support import examples
 
 NOW = 1_700_000_000.0
 
@@ -346,7 +347,7 @@ _KEEP_ALIVE = st.builds(
 _CLIENT_HEADER_NAMES = st.sampled_from(["Content-Type", "X-Custom", "Cache-Control", "ETag"])
 
 
-@settings(max_examples=150)
+@settings(max_examples=examples(150))
 @given(
     form=st.sampled_from(["headers", "json"]),
     hold=st.sampled_from([None, "stream", "response"]),
@@ -623,7 +624,7 @@ def test_ws_events_pair_harness() -> None:
     assert [e.data for e in events[1:]] == [f"m:message {i}".encode() for i in range(50)]
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(st.binary(max_size=200))
 def test_ws_garbage_raises_only_protocol_errors(body: bytes) -> None:
     try:
@@ -752,7 +753,7 @@ def test_verify_leeway_and_key_errors() -> None:
             verify_request({"Grip-Sig": token}, key, NOW)  # type: ignore[arg-type]
 
 
-@settings(max_examples=100)
+@settings(max_examples=examples(100))
 @given(st.text(max_size=60) | st.binary(max_size=60).map(lambda b: b.decode("latin-1")))
 def test_arbitrary_tokens_are_absent(token: str) -> None:
     assert verify_request([("Grip-Sig", token)], SECRET, NOW) is None

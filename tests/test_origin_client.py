@@ -35,6 +35,8 @@ from gripcore.adapters.asyncio._origin import (
     OriginStats,
 )
 
+from .hypothesis_support import examples
+
 pytestmark = pytest.mark.e2e
 
 CLOSE = "close"
@@ -1449,7 +1451,7 @@ def test_arbitrary_origin_bytes_raise_only_origin_error() -> None:
             except OriginError as exc:
                 assert exc.kind in ("protocol", "closed", "too-large")
 
-        @settings(max_examples=150)
+        @settings(max_examples=examples(150))
         @given(fuzz_responses())
         @example(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
         @example(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
@@ -1490,7 +1492,7 @@ def header_values() -> st.SearchStrategy[bytes]:
     ),
     body=st.binary(max_size=2000),
 )
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 def test_request_round_trip(
     method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes
 ) -> None:

@@ -56,6 +56,7 @@ from gripcore.adapters.publisher import Publisher
 from gripcore.origin import hold_stream
 
 from .e2e_support import Origin, RawClient, running_proxy, subscribers, wait_for
+from .hypothesis_support import examples
 
 NOW = 1_700_000_000.0
 SECRET = "publisher-test-secret-long-enough-32b"
@@ -249,7 +250,7 @@ _ITEMS = st.lists(
 )
 
 
-@settings(max_examples=100)
+@settings(max_examples=examples(100))
 @given(_ITEMS, st.integers(1, 7), st.integers(80, 400))
 def test_batches_round_trip_through_the_publish_parser(
     items: list[Item], max_items: int, max_bytes: int
@@ -424,7 +425,7 @@ def test_plan_misuse() -> None:
     assert PublishPlan(publish_target("http://h"), []).done
 
 
-@settings(max_examples=100)
+@settings(max_examples=examples(100))
 @given(
     st.lists(
         st.tuples(

@@ -21,6 +21,8 @@ from gripcore._routes import (
     parse_routes,
 )
 
+from .hypothesis_support import examples
+
 # --- the tokenizer -----------------------------------------------------------------------------
 
 # (line, [(section value, [(prop name, prop value), ...]), ...]): Pushpin's RoutesFile::parseLine.
@@ -408,7 +410,7 @@ def test_match_order_does_not_depend_on_lines() -> None:
         assert route is not None and route.targets[0].host == "a"
 
 
-@settings(max_examples=40)
+@settings(max_examples=examples(40))
 @given(st.randoms(use_true_random=False))
 def test_shuffled_files_match_the_same(rnd: random.Random) -> None:
     lines = FILE.splitlines()
@@ -573,7 +575,7 @@ def _routes(draw: st.DrawFn) -> Route:
     )
 
 
-@settings(max_examples=80)
+@settings(max_examples=examples(80))
 @given(_routes())
 def test_format_parse_round_trip(route: Route) -> None:
     line = format_route_line(route)
@@ -584,7 +586,7 @@ def test_format_parse_round_trip(route: Route) -> None:
 _route_chars = st.sampled_from([*' ,="#\\\tab:*1/[]=_-', "proto", "ssl", "id", "path_beg"])
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(st.one_of(st.text(max_size=80), st.lists(_route_chars, max_size=30).map("".join)))
 def test_arbitrary_lines_raise_only_routes_errors(line: str) -> None:
     try:
@@ -595,7 +597,7 @@ def test_arbitrary_lines_raise_only_routes_errors(line: str) -> None:
         assert route is None or (route.targets and route.id)
 
 
-@settings(max_examples=100)
+@settings(max_examples=examples(100))
 @given(st.text(alphabet=st.sampled_from(list(' *a:1\n\r#,=id"\\')), max_size=200))
 def test_arbitrary_files_raise_only_routes_errors(text: str) -> None:
     try:

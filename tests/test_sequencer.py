@@ -27,6 +27,8 @@ from gripcore._sequencer import (
     SequencerStats,
 )
 
+from .hypothesis_support import examples
+
 
 @dataclass(frozen=True, slots=True)
 class Item:
@@ -587,7 +589,7 @@ def test_bad_now_is_a_local_error(now: Any) -> None:
 # -- properties ---------------------------------------------------------------------------------
 
 
-@settings(max_examples=100)
+@settings(max_examples=examples(100))
 @given(order=st.permutations(range(1, 26)), gaps=st.lists(st.floats(0, 0.1), min_size=25))
 def test_any_permutation_of_a_chain_comes_out_in_order_once(
     order: list[int], gaps: list[float]
@@ -659,7 +661,7 @@ class Driver:
             self.seq.forget_last_id(op[1])
 
 
-@settings(max_examples=120)
+@settings(max_examples=examples(120))
 @given(ops=_ops)
 def test_every_item_is_delivered_dropped_or_pending(ops: list[tuple[Any, ...]]) -> None:
     driver = Driver(Sequencer(message_wait=1.0))
@@ -676,7 +678,7 @@ def test_every_item_is_delivered_dropped_or_pending(ops: list[tuple[Any, ...]]) 
     assert s.delivered + dropped + s.pending == driver.published
 
 
-@settings(max_examples=120)
+@settings(max_examples=examples(120))
 @given(ops=_ops)
 def test_duplicates_are_never_delivered_twice_within_the_ttl(ops: list[tuple[Any, ...]]) -> None:
     driver = Driver(Sequencer(id_cache_ttl=1000.0, message_wait=1.0))
@@ -686,7 +688,7 @@ def test_duplicates_are_never_delivered_twice_within_the_ttl(ops: list[tuple[Any
     assert all(count == 1 for count in keyed.values()), keyed
 
 
-@settings(max_examples=120)
+@settings(max_examples=examples(120))
 @given(ops=_ops)
 def test_memory_stays_within_the_caps(ops: list[tuple[Any, ...]]) -> None:
     seq: Sequencer[Item] = Sequencer(
@@ -702,7 +704,7 @@ def test_memory_stays_within_the_caps(ops: list[tuple[Any, ...]]) -> None:
         assert s.last_ids <= 2
 
 
-@settings(max_examples=120)
+@settings(max_examples=examples(120))
 @given(ops=_ops, fraction=st.floats(0, 0.999))
 def test_timer_releases_exactly_at_the_announced_deadline(
     ops: list[tuple[Any, ...]], fraction: float
@@ -724,7 +726,7 @@ def test_timer_releases_exactly_at_the_announced_deadline(
     assert seq.stats.released_on_timeout > before
 
 
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 @given(
     items=st.lists(
         st.builds(

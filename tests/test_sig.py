@@ -34,6 +34,8 @@ from gripcore._sig import (
     validate_sig,
 )
 
+from .hypothesis_support import examples
+
 NOW = 1_700_000_000.75
 LONG_SECRET = b"0123456789abcdef0123456789abcdef"  # 32 bytes: no short-key advice
 
@@ -586,7 +588,7 @@ def test_our_tokens_decode_with_plain_pyjwt(
 # --- properties --------------------------------------------------------------------------------
 
 
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 @given(
     iss=st.text(max_size=40),
     now=st.one_of(
@@ -603,7 +605,7 @@ def test_mint_validate_round_trip(iss: str, now: float, ttl: int) -> None:
     assert not is_valid_sig(token, key, now=int(now) + ttl)
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(st.one_of(st.text(max_size=300), st.binary(max_size=300)))
 def test_arbitrary_tokens_raise_only_sig_errors(token: str | bytes) -> None:
     try:
@@ -621,7 +623,7 @@ _json = st.recursive(
 )
 
 
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 @given(
     header=st.one_of(
         _json,
@@ -655,7 +657,7 @@ def test_structured_garbage_raises_only_sig_errors(
         assert sign and isinstance(claims, dict) and claims["exp"] > NOW
 
 
-@settings(max_examples=150)
+@settings(max_examples=examples(150))
 @given(st.text(max_size=200))
 def test_arbitrary_specs_raise_only_protocol_errors(spec: str) -> None:
     for text in (spec, "-----BEGIN " + spec, "base64:" + spec, "{" + spec):
@@ -668,7 +670,7 @@ def test_arbitrary_specs_raise_only_protocol_errors(spec: str) -> None:
                 assert key is None or key.alg in {"HS256", "ES256", "RS256"}
 
 
-@settings(max_examples=80)
+@settings(max_examples=examples(80))
 @given(
     st.dictionaries(
         st.sampled_from(["kty", "crv", "x", "y", "d", "n", "e", "k", "alg", "use"]),

@@ -26,6 +26,8 @@ from gripcore._instruct import Channel, Instruct
 from gripcore._items import HttpStreamFormat, Item, WsMessageFormat
 from gripcore._speedups import encode_chunk, encode_ws_frame, ws_frame_header
 
+from .hypothesis_support import examples
+
 PATHS = ["fast", "slow"]
 
 
@@ -319,7 +321,7 @@ def test_large_buffer_of_small_messages_is_dropped_in_one_pass() -> None:
 # --- the property -------------------------------------------------------------------------
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     framing=st.sampled_from([Framing.CHUNKED, Framing.WEBSOCKET]),
     path=st.sampled_from(PATHS),

@@ -33,6 +33,8 @@ from gripcore._starter import (
 from gripcore._wscontrol import Subscribe, classify_origin_message, parse_control_message
 from gripcore._wsevents import Binary, Close, Open, Text, decode_events, encode_events
 
+from .hypothesis_support import examples
+
 Headers = list[tuple[bytes, bytes]]
 
 TEXT_PLAIN = (b"Content-Type", b"text/plain; charset=utf-8")
@@ -530,7 +532,7 @@ JSON_VALUES = st.recursive(
 )
 
 
-@settings(max_examples=150)
+@settings(max_examples=examples(150))
 @given(st.binary(max_size=200) | JSON_VALUES.map(lambda v: json.dumps(v).encode()))
 def test_publish_form_fuzz_raises_only_publish_error(body: bytes) -> None:
     try:
@@ -565,7 +567,7 @@ WOH_BODIES = st.lists(
 ).map(encode_events)
 
 
-@settings(max_examples=150)
+@settings(max_examples=examples(150))
 @given(METHODS, PATHS, QUERIES, HEADERS, st.binary(max_size=80) | WOH_BODIES)
 def test_handle_fuzz_never_raises(
     method: str, path: str, query: str, headers: Headers, body: bytes

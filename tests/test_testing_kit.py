@@ -63,15 +63,17 @@ from gripcore.testing.strategies import (
     SigToken,
 )
 
+from .hypothesis_support import examples
+
 pytest_plugins = ["pytester"]
 
 # Invalid strategies pick one of up to 15 templates per example; a fixed seed and this many
 # examples reach every template on every run.
-INVALID = settings(max_examples=150, derandomize=True, deadline=None)
-SIGS = settings(max_examples=30, derandomize=True, deadline=None)
+INVALID = settings(max_examples=examples(150), deadline=None)
+SIGS = settings(max_examples=examples(30), deadline=None)
 # Valid artefacts are built from several nested strategies; 40 examples of each keep the whole
 # module within its time budget while every branch of every strategy is still reached.
-VALID = settings(max_examples=40, derandomize=True, deadline=None)
+VALID = settings(max_examples=examples(40), deadline=None)
 
 events_feed = receive_data_feed(WebSocketEventsDecoder)
 
@@ -120,7 +122,7 @@ def test_testing_package_imports_no_io_modules() -> None:
 # --- valid strategies: accepted, and meaning what they say -------------------------------------
 
 
-@settings(VALID, max_examples=120)  # two shapes, each with nested optional parts
+@settings(VALID, max_examples=examples(120))  # two shapes, each with nested optional parts
 @given(strategies.instructs())
 def test_instructs_parse_to_what_they_describe(case: InstructCase) -> None:
     instruct = parse_response(case.response)

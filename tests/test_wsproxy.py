@@ -35,6 +35,8 @@ from gripcore._wsproxy import (
     WebSocketProxy,
 )
 
+from .hypothesis_support import examples
+
 H = list[tuple[bytes, bytes]]
 GRIP = (b"Sec-WebSocket-Extensions", b"grip")
 TEXT, BINARY, CONT, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
@@ -867,7 +869,7 @@ def sweep_input(name: str, hub: Hub, sub: Subscriber, proxy: WebSocketProxy, now
     return proxy.origin_message(msg, True, now)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(st.lists(st.sampled_from(SWEEP_INPUTS), max_size=12))
 def test_session_sweep(names: list[str]) -> None:
     """Random inputs: only LocalProtocolError for misuse (state untouched), the client is

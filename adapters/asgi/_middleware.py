@@ -80,6 +80,7 @@ from gripcore._wsgrip import (
     CloseClient,
     RejectClient,
     WebSocketAction,
+    handshake_refusal,
     parse_close_payload,
 )
 from gripcore.middleware import AsgiApp, AsgiMessage, AsgiReceive, AsgiScope, AsgiSend
@@ -870,6 +871,11 @@ class _WebSocketSession(_Session):
     async def run(self) -> None:
         message = await self._receive()
         if message["type"] != "websocket.connect":
+            return
+        # the ASGI server did the handshake; some (uvicorn with wsproto) take any key
+        refusal = handshake_refusal([(bytes(n), bytes(v)) for n, v in self.scope["headers"]])
+        if refusal is not None:
+            await self._reject(refusal)
             return
         mw = self.mw
         gateway = self.gateway

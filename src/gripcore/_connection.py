@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import logging
 import math
-from collections.abc import Generator, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, Concatenate, ParamSpec, Protocol
 
 import h11
 from wsproto.connection import Connection as WsConnection
@@ -64,8 +65,16 @@ from ._node import (
 from ._originhttp import OriginError
 from ._proxy import Passthrough, classify_response, link_destination, origin_request_headers
 from ._routes import Route, Target
+from ._speedups import encode_ws_frame
 from ._wsgateway import OriginPost, WebSocketGateway
-from ._wsgrip import AcceptClient, CloseClient, GripWebSocket, RejectClient, WebSocketAction
+from ._wsgrip import (
+    AcceptClient,
+    CloseClient,
+    GripWebSocket,
+    RejectClient,
+    WebSocketAction,
+    handshake_refusal,
+)
 from ._wsproxy import CloseOrigin, ConnectOrigin, SendToOrigin, WebSocketProxy
 
 __all__ = ["ConnectionIO", "LinkIO", "OriginWsLink", "ProxyConnection"]
@@ -86,6 +95,40 @@ def _too_many(wait: float) -> tuple[list[tuple[bytes, bytes]], bytes]:
     """Headers and body of the 429 the per-address limits answer (RFC 6585 section 4)."""
     retry = str(max(1, math.ceil(wait))).encode()
     return [*_TEXT, (b"Retry-After", retry)], b"Too many connections from this address\n"
+
+
+# What a connection whose processing failed gets: before its response started, this 502 (h11
+# may be in its error state by then, so it is written as bytes); on a WebSocket, a close frame
+# with 1011 (RFC 6455 section 7.4.1: an unexpected condition); otherwise the connection closes.
+_BROKEN = (
+    b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: %d\r\nConnection: close\r\n\r\n%b" % (len(_ERROR_BODY), _ERROR_BODY)
+)
+_CLOSE_INTERNAL_ERROR = encode_ws_frame(0x8, (1011).to_bytes(2, "big"))
+
+# Request headers that frame the body: both on one request (RFC 9112 section 6.3) means the
+# connection cannot be trusted for another request.
+_FRAMING_HEADERS = (b"content-length", b"transfer-encoding")
+# Headers of a whole answer that are the connection's to set, not the origin's or a publisher's.
+_WHOLE_ANSWER_OWN = (b"content-length", b"connection", b"transfer-encoding")
+
+_P = ParamSpec("_P")
+
+
+def _boundary(
+    method: Callable[Concatenate[ProxyConnection, _P], None],
+) -> Callable[Concatenate[ProxyConnection, _P], None]:
+    """What a driver calls on a connection: an unexpected exception in it ends this connection
+    (`ProxyConnection.fail`), never the driver's loop or another connection."""
+
+    @functools.wraps(method)
+    def guarded(self: ProxyConnection, /, *args: _P.args, **kwargs: _P.kwargs) -> None:
+        try:
+            method(self, *args, **kwargs)
+        except Exception as exc:
+            self.fail(exc)
+
+    return guarded
 
 
 # Bodies of non-GRIP answers up to this size are read whole and sent with a Content-Length;
@@ -188,6 +231,9 @@ class ProxyConnection:
         self._resume_from: str | None = None  # a WebSocket's last-event-id, until subscribed
         self._limit_key: str | None = None  # the address this connection counts against
         self._request_key: str | None = None  # through a trusted proxy: the request's client
+        self.id = node.connection_number()  # names the connection in logs
+        self._answering = False  # bytes of the current response went out
+        self._must_close = False  # the request's framing was ambiguous: close after answering
 
     # --- driver callbacks ---
 
@@ -238,6 +284,7 @@ class ProxyConnection:
         self._request_key = client
         return True
 
+    @_boundary
     def connection_lost(self) -> None:
         self.closed = True
         self._release_limits()
@@ -259,10 +306,12 @@ class ProxyConnection:
     def pause_writing(self) -> None:
         self.paused = True
 
+    @_boundary
     def resume_writing(self) -> None:
         self.paused = False
         self.flush()
 
+    @_boundary
     def receive_data(self, data: bytes) -> None:
         if self.ws is not None:
             self._ws_received(data)
@@ -270,6 +319,7 @@ class ProxyConnection:
         self.h11.receive_data(data)  # only buffers: errors come from next_event
         self._process()
 
+    @_boundary
     def eof_received(self) -> None:
         if self.ws is None:
             with contextlib.suppress(h11.RemoteProtocolError):
@@ -277,6 +327,7 @@ class ProxyConnection:
             if not self.busy:
                 self._process()
 
+    @_boundary
     def on_timer(self) -> None:
         self._timer_at = None
         session = self.session
@@ -307,6 +358,11 @@ class ProxyConnection:
                     # h11 bounds only incomplete heads; a complete one can still be too large
                     self._fail(431, b"Request header fields too large.\n")
                     return
+                # RFC 9112 section 6.3: with both Transfer-Encoding and Content-Length (h11
+                # reads the body by the former) the server MUST close after responding, so
+                # nothing after this body is taken for another request
+                framing = {n.lower() for n, _ in event.headers if n.lower() in _FRAMING_HEADERS}
+                self._must_close = len(framing) == 2
                 self.request = event
                 self.body = bytearray()
             elif isinstance(event, h11.Data):
@@ -317,7 +373,7 @@ class ProxyConnection:
             elif isinstance(event, h11.EndOfMessage):
                 assert self.request is not None
                 self.busy = True
-                self.io.spawn(self._handle(self.request, bytes(self.body)))
+                self._spawn(self._handle(self.request, bytes(self.body)))
             else:  # h11.ConnectionClosed: the client is done
                 self._close()
                 return
@@ -329,11 +385,68 @@ class ProxyConnection:
         self._close()
 
     def _send(self, event: Any) -> None:
-        self._write(self.h11.send(event))
+        self._write(self._encode(event))
+
+    def _encode(self, event: Any) -> bytes | None:
+        if self._must_close and isinstance(event, h11.Response):
+            # h11 sees its own Connection: close and moves to MUST_CLOSE (see _request_done)
+            headers = [(n, v) for n, v in event.headers.raw_items() if n.lower() != b"connection"]
+            headers.append((b"Connection", b"close"))
+            event = h11.Response(
+                status_code=event.status_code, reason=event.reason, headers=headers
+            )
+        data: bytes | None = self.h11.send(event)
+        return data
 
     def _write(self, data: bytes | None) -> None:
         if data and not self.closed:
+            self._answering = True
             self.io.write(data)
+
+    def _spawn(self, flow: Flow) -> None:
+        self.io.spawn(self._guarded(flow))
+
+    def _guarded(self, flow: Flow) -> Flow:
+        """A flow of this connection (origin I/O): an unexpected exception in it ends this
+        connection (`fail`); the origin's own errors are handled inside the flow."""
+        try:
+            yield from flow
+        except Exception as exc:
+            self.fail(exc)
+
+    def fail(self, exc: BaseException) -> None:
+        """The boundary of this connection's processing: an unexpected exception (a bug, or
+        something accepted that cannot be written) ends this connection only. Counted in
+        `connection_errors_total`, logged with the connection's id and route; the client gets
+        a 502 if its response had not started, a close frame with 1011 on a WebSocket, or else
+        the connection closes. The session leaves the hub here: its own clean-up may be what
+        broke."""
+        self.node.connection_errors.inc()
+        route = self._route.id if self._route is not None else "-"
+        log.error(
+            "connection %d (%s) on route %s failed: %r",
+            self.id,
+            self.peer,
+            route,
+            exc,
+            exc_info=exc,
+        )
+        sub = self.subscriber
+        self.session = None
+        self.subscriber = None
+        self._cancel_timer()
+        if sub is not None:
+            self.node.broker.hub.remove(sub)
+        if self._origin_ws is not None:
+            self._origin_ws.close()
+            self._origin_ws = None
+        if self.closed:
+            return
+        if self.ws is not None:
+            self.io.write(_CLOSE_INTERNAL_ERROR)
+        elif not self._answering:
+            self.io.write(_BROKEN)
+        self._close()
 
     def _send_whole(
         self,
@@ -344,14 +457,16 @@ class ProxyConnection:
         *,
         close: bool = False,
     ) -> None:
-        out = [(n, v) for n, v in headers if n.lower() not in (b"content-length", b"connection")]
+        out = [(n, v) for n, v in headers if n.lower() not in _WHOLE_ANSWER_OWN]
         out.append((b"Content-Length", str(len(body)).encode()))
         if close:
             out.append((b"Connection", b"close"))
-        self._send(h11.Response(status_code=status, reason=reason, headers=out))
-        if body:
-            self._send(h11.Data(data=body))
-        self._send(h11.EndOfMessage())
+        # encoded whole before any of it is written: an answer h11 refuses leaves none behind
+        head = self._encode(h11.Response(status_code=status, reason=reason, headers=out))
+        # RFC 9110 section 9.3.2: the answer to HEAD is the head alone (the length is the GET's)
+        head_only = self.request is not None and self.request.method == b"HEAD"
+        data = self._encode(h11.Data(data=body)) if body and not head_only else b""
+        self._write(b"".join((head or b"", data or b"", self._encode(h11.EndOfMessage()) or b"")))
 
     def _request_done(self) -> None:
         """The response is complete: serve the next request on this connection, or close."""
@@ -369,6 +484,7 @@ class ProxyConnection:
         if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
             self.h11.start_next_cycle()
             self.busy = False
+            self._answering = False
             self._process()
         else:  # MUST_CLOSE on either side: Connection: close, or HTTP/1.0
             self._close()
@@ -396,17 +512,10 @@ class ProxyConnection:
             return  # the client left before this flow started: nobody to answer
         if not self._admit_request(request):
             return
-        try:
-            if _is_websocket_upgrade(request):
-                self._handle_websocket(request)
-            else:
-                yield from self._handle_http(request, body)
-        except Exception:
-            log.exception("error handling %s %s", request.method, request.target)
-            if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE) and self.ws is None:
-                self._fail(500, b"Internal Server Error\n")
-            else:
-                self._close()
+        if _is_websocket_upgrade(request):
+            self._handle_websocket(request)
+        else:
+            yield from self._handle_http(request, body)
 
     def _route_for(self, request: h11.Request, proto: str) -> Route | None:
         path = request.target.split(b"?", 1)[0].decode("latin-1")
@@ -674,6 +783,7 @@ class ProxyConnection:
         self._perform_hold(session.take_actions())
         self.flush()
 
+    @_boundary
     def flush(self) -> None:
         """Drain the subscriber: act on hub events, write pending bytes, re-arm the timer."""
         sub = self.subscriber
@@ -738,12 +848,12 @@ class ProxyConnection:
                 else:
                     self._end_stream()
             elif isinstance(action, Retry):
-                self.io.spawn(self._retry(action))
+                self._spawn(self._retry(action))
             elif isinstance(action, FetchNextLink):
-                self.io.spawn(self._fetch_next_link(action))
+                self._spawn(self._fetch_next_link(action))
             else:
                 assert isinstance(action, PostGoneLink)
-                self.io.spawn(self._post_link(action.url))
+                self._spawn(self._post_link(action.url))
         self.node.broker.sync()
 
     def _end_stream(self) -> None:
@@ -846,6 +956,10 @@ class ProxyConnection:
     # --- WebSocket ---
 
     def _handle_websocket(self, request: h11.Request) -> None:
+        refusal = handshake_refusal(request.headers)
+        if refusal is not None:
+            self._respond_now(refusal.status, refusal.reason, refusal.headers, refusal.body)
+            return
         route = self._route_for(request, "ws")
         if self.node.routes is not None and route is None:
             self._respond_now(502, b"Bad Gateway", _TEXT, b"Route not found.\n")
@@ -890,7 +1004,7 @@ class ProxyConnection:
     def _perform_ws(self, actions: Sequence[WebSocketAction]) -> None:
         for action in actions:
             if isinstance(action, OriginPost):
-                self.io.spawn(self._ws_post(action))
+                self._spawn(self._ws_post(action))
             elif isinstance(action, SendToOrigin):
                 if self._origin_ws is not None:
                     self._origin_ws.send(action)
@@ -899,7 +1013,7 @@ class ProxyConnection:
                     self._origin_ws.close()
                     self._origin_ws = None
             elif isinstance(action, ConnectOrigin):
-                self.io.spawn(self._connect_origin_ws())
+                self._spawn(self._connect_origin_ws())
             elif isinstance(action, AcceptClient):
                 self._accept_websocket(action.headers)
             elif isinstance(action, RejectClient):
@@ -982,7 +1096,8 @@ class ProxyConnection:
 
     def _accept_websocket(self, extra: Sequence[tuple[bytes, bytes]]) -> None:
         request = self.held
-        key = _header(request.headers, b"sec-websocket-key") or b""
+        key = _header(request.headers, b"sec-websocket-key")
+        assert key is not None  # checked by handshake_refusal
         headers = [
             (b"Upgrade", b"websocket"),
             (b"Connection", b"Upgrade"),
@@ -1035,6 +1150,7 @@ class ProxyConnection:
 
     # --- lifecycle ---
 
+    @_boundary
     def shutdown(self) -> None:
         """Server stopping: end streams cleanly, close WebSockets with 1001, time out long-polls."""
         session = self.session
@@ -1100,13 +1216,17 @@ class OriginWsLink:
 
     def data_received(self, data: bytes) -> None:
         try:
-            if self.ws is None:
-                self._handshake(data)
-            else:
-                self._frames(data)
-        except (h11.ProtocolError, ProtocolError, ValueError) as exc:
+            try:
+                if self.ws is None:
+                    self._handshake(data)
+                else:
+                    self._frames(data)
+            except (h11.ProtocolError, ProtocolError, ValueError) as exc:
+                self.close()
+                self._deliver(self.proxy.origin_failed(str(exc)))
+        except Exception as exc:  # the client connection's boundary covers its link too
             self.close()
-            self._deliver(self.proxy.origin_failed(str(exc)))
+            self.client.fail(exc)
 
     def _handshake(self, data: bytes) -> None:
         conn = self.h11

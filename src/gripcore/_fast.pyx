@@ -165,22 +165,25 @@ def flush_connections(list batch not None, object now):
     cdef object conn, sub, session, buf, data
     cdef Py_ssize_t n
     for conn in batch:
-        sub = conn.subscriber
-        session = conn.session
-        if sub is None or session is None or conn.closed or sub.events:
-            conn.flush()
-            continue
-        buf = sub.outbuf
-        if type(buf) is bytearray:
-            n = PyByteArray_GET_SIZE(buf)
-            if n == 0 or conn.paused:
+        try:
+            sub = conn.subscriber
+            session = conn.session
+            if sub is None or session is None or conn.closed or sub.events:
+                conn.flush()
                 continue
-            data = PyBytes_FromStringAndSize(PyByteArray_AS_STRING(buf), n)
-            PyByteArray_Resize(buf, 0)  # except -1: raises (BufferError) rather than lose data
-        else:  # the twin's generic path, for any buffer type
-            if not buf or conn.paused:
-                continue
-            data = bytes(buf)
-            buf.clear()
-        conn.io.write(data)
-        session.wrote(now)
+            buf = sub.outbuf
+            if type(buf) is bytearray:
+                n = PyByteArray_GET_SIZE(buf)
+                if n == 0 or conn.paused:
+                    continue
+                data = PyBytes_FromStringAndSize(PyByteArray_AS_STRING(buf), n)
+                PyByteArray_Resize(buf, 0)  # except -1: raises rather than lose data
+            else:  # the twin's generic path, for any buffer type
+                if not buf or conn.paused:
+                    continue
+                data = bytes(buf)
+                buf.clear()
+            conn.io.write(data)
+            session.wrote(now)
+        except Exception as exc:  # one connection's failure ends it, not the pass
+            conn.fail(exc)

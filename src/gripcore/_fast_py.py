@@ -147,20 +147,25 @@ def flush_connections(batch: list[Any], now: float) -> None:
     deadline later and never makes one where there was none (a session has a keep-alive
     deadline from the moment it has a keep-alive), so the timer armed, or not armed, at the last
     state change stays right (ProxyConnection._arm_timer). `now` is the slice's clock time.
+    An exception in one connection's turn goes to its `fail(exc)` (which ends that connection)
+    and the slice goes on with the next one.
     """
     if type(batch) is not list:
         raise TypeError(
             f"Argument 'batch' has incorrect type (expected list, got {type(batch).__name__})"
         )
     for conn in batch:
-        sub = conn.subscriber
-        session = conn.session
-        if sub is None or session is None or conn.closed or sub.events:
-            conn.flush()
-            continue
-        buf = sub.outbuf
-        if buf and not conn.paused:
-            data = bytes(buf)
-            buf.clear()
-            conn.io.write(data)
-            session.wrote(now)
+        try:
+            sub = conn.subscriber
+            session = conn.session
+            if sub is None or session is None or conn.closed or sub.events:
+                conn.flush()
+                continue
+            buf = sub.outbuf
+            if buf and not conn.paused:
+                data = bytes(buf)
+                buf.clear()
+                conn.io.write(data)
+                session.wrote(now)
+        except Exception as exc:  # one connection's failure ends it, not the pass
+            conn.fail(exc)

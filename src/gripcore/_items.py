@@ -78,10 +78,20 @@ _WS_MESSAGE: Final = "'ws-message'"
 
 # RFC 9110 section 5.6.2: a field name is a token.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# CR, LF and NUL would let a published header or reason phrase inject protocol lines.
-_CONTROL = re.compile(r"[\r\n\x00]")
-_LOWEST_STATUS = 100  # a status code is three digits (RFC 9110 section 15)
+# What an HTTP/1.1 writer can put on the wire (RFC 9112 sections 4 and 5, as h11 enforces them
+# when it sends): a reason phrase is HTAB, SP, VCHAR and obs-text; a field value is the same
+# without surrounding whitespace (stripped here, as RFC 9110 section 5.5 says it is not part of
+# the value). Anything else (other control characters, text beyond Latin-1) could be accepted
+# here yet never be written to a subscriber.
+_REASON = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+_FIELD_VALUE = _REASON
+_OWS = " \t"
+# A long-poll gets a final response: 1xx are interim answers and 101 switches protocols (RFC
+# 9110 section 15.2), so a published response starts at 200; three digits end at 999.
+_LOWEST_STATUS = 200
 _HIGHEST_STATUS = 999
+# RFC 9110 sections 15.3.5 and 15.4.5: 204 and 304 answers have no content.
+_NO_CONTENT_STATUS: Final = frozenset((204, 304))
 # RFC 6455 section 5.5: control frames (ping, pong, close) carry at most 125 payload bytes.
 _MAX_CONTROL_PAYLOAD = 125
 _MAX_CLOSE_REASON = _MAX_CONTROL_PAYLOAD - 2  # the close code takes two of the 125
@@ -217,7 +227,8 @@ def _check_headers(value: object) -> tuple[tuple[str, str], ...]:
             raise LocalProtocolError("header contains value element with wrong type")
         if not _TOKEN.fullmatch(name):
             raise LocalProtocolError(f"headers contains {_quote(name)}, which is not a valid name")
-        if _CONTROL.search(val) or not _is_unicode(val):
+        val = val.strip(_OWS)
+        if not _FIELD_VALUE.fullmatch(val):
             raise LocalProtocolError(f"headers contains {_quote(name)} with invalid value")
         headers.append((name, val))
     return tuple(headers)
@@ -259,10 +270,12 @@ def _check_body_patch(value: object) -> tuple[JsonPatchOp, ...]:
 class HttpResponseFormat:
     """A whole HTTP response, delivered to subscribers holding a long-poll (`http-response`).
 
-    `reason` None means the standard phrase for `code` (see `reason_phrase`). With action `send`
-    exactly one of `body` and `body_patch` is given; other actions use no other field. Headers
-    are (name, value) pairs in order; names must be tokens and values free of CR, LF and NUL.
-    Not hashable (`body_patch` holds JSON mappings).
+    `code` is 200-999 (a final answer); 204 and 304 carry no body. `reason` None means the
+    standard phrase for `code` (see `reason_phrase`); a given one is HTAB, SP, VCHAR or Latin-1
+    obs-text. With action `send` exactly one of `body` and `body_patch` is given; other actions
+    use no other field. Headers are (name, value) pairs in order; names must be tokens, values
+    (stripped of surrounding whitespace) HTAB, SP, VCHAR or obs-text. Not hashable
+    (`body_patch` holds JSON mappings).
 
     Raises `LocalProtocolError` when a field is invalid.
     """
@@ -295,11 +308,12 @@ class HttpResponseFormat:
             )
             return
         code = _check_int(self.code, owner, "code")
-        # Pushpin allows 0-999; a status line needs three digits, so we start at 100.
+        # Pushpin allows 0-999 (and a long-poll answered 100 or 101 then waits forever); a final
+        # status line needs three digits and a code of 200 or more.
         if not _LOWEST_STATUS <= code <= _HIGHEST_STATUS:
             raise LocalProtocolError(f"{owner} contains 'code' with invalid value")
         reason = _check_optional_text(self.reason, owner, "reason")
-        if reason is not None and _CONTROL.search(reason):
+        if reason is not None and not _REASON.fullmatch(reason):
             raise LocalProtocolError(f"{owner} contains 'reason' with invalid value")
         object.__setattr__(self, "headers", _check_headers(self.headers))
         if self.body is not None:
@@ -312,6 +326,8 @@ class HttpResponseFormat:
             raise LocalProtocolError(
                 f"{owner} does not contain 'body', 'body-bin', or 'body-patch'"
             )
+        if code in _NO_CONTENT_STATUS and (self.body or self.body_patch is not None):
+            raise LocalProtocolError(f"{owner} contains a body with code {code}, which has none")
         content_filters = _check_content_filters(self.content_filters, owner)
         object.__setattr__(self, "content_filters", content_filters)
 

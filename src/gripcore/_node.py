@@ -258,6 +258,7 @@ class ProxyNode:
         self.link_hosts = [parse_listen(h, "") for h in config.allow_link_host]
         self._dirty: dict[ProxyConnection, None] = {}
         self._flush_since: float | None = None
+        self._connection_numbers = itertools.count(1)
         self._define_metrics()
 
     # --- metrics ---
@@ -361,6 +362,10 @@ class ProxyNode:
         )
         self.slow_consumers = m.counter(
             "slow_consumer_closes_total", "Connections closed because their output buffer was full."
+        )
+        self.connection_errors = m.counter(
+            "connection_errors_total",
+            "Connections ended because of an unexpected error in their own processing.",
         )
         self.origin_latency = m.histogram(
             "origin_request_seconds",
@@ -551,6 +556,10 @@ class ProxyNode:
             return response, target
         assert last is not None  # a route has at least one target (RoutesError otherwise)
         raise last
+
+    def connection_number(self) -> int:
+        """A number naming a client connection in logs (1, 2, ... per node)."""
+        return next(self._connection_numbers)
 
     def connection_id(self) -> str:
         return self.random_bytes(16).hex()

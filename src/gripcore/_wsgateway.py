@@ -139,6 +139,7 @@ _TRANSITIONS: dict[tuple[GatewayState, str], GatewayState] = {
     (_R, "detach"): _D,
     (_R, "close"): _X,
     (_R, "client-gone"): _X,
+    (_D, "detach"): _D,  # a second detach changes nothing
     (_D, "close"): _X,
     (_D, "client-gone"): _X,
     (_X, "client-gone"): _X,

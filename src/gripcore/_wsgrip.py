@@ -19,6 +19,8 @@ published close and refresh do toward their origin (`_tell_origin_closed`, `_ref
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -59,6 +61,7 @@ __all__ = [
     "WebSocketAction",
     "close_payload",
     "encode_frames",
+    "handshake_refusal",
     "parse_close_payload",
 ]
 
@@ -92,6 +95,40 @@ class RejectClient(WebSocketAction):
     reason: bytes
     headers: Headers
     body: bytes
+
+
+# RFC 6455 section 4.2.1: the client's key is a base64-encoded 16-byte nonce, the version 13.
+_WS_KEY_BYTES = 16
+_WS_VERSION = b"13"
+_TEXT = (b"Content-Type", b"text/plain")
+
+
+def handshake_refusal(headers: Sequence[tuple[bytes, bytes]]) -> RejectClient | None:
+    """The answer to a client's opening handshake the server must refuse, or None (RFC 6455
+    section 4.2.1): a `Sec-WebSocket-Version` other than 13 gets 426 with the version we speak
+    (section 4.2.2), a missing `Sec-WebSocket-Key` or one that is not the base64 of 16 bytes
+    gets 400. Header names are matched case-insensitively."""
+    version = key = None
+    for name, value in headers:
+        lower = name.lower()
+        if lower == b"sec-websocket-version" and version is None:
+            version = value
+        elif lower == b"sec-websocket-key" and key is None:
+            key = value
+    if version != _WS_VERSION:
+        return RejectClient(
+            426,
+            b"Upgrade Required",
+            [_TEXT, (b"Sec-WebSocket-Version", _WS_VERSION)],
+            b"Unsupported WebSocket version.\n",
+        )
+    try:
+        nonce = base64.b64decode(key or b"", validate=True)
+    except binascii.Error:
+        nonce = b""
+    if len(nonce) != _WS_KEY_BYTES:
+        return RejectClient(400, b"Bad Request", [_TEXT], b"Invalid Sec-WebSocket-Key.\n")
+    return None
 
 
 @dataclass(frozen=True, slots=True)

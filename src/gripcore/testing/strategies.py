@@ -600,8 +600,13 @@ def invalid_instructs(draw: st.DrawFn) -> Invalid[OriginResponse]:
 
 
 _content_filters = st.none() | st.lists(_text(1), max_size=MAX_LIST).map(tuple)
-_reasons = st.none() | _text(1).filter(lambda s: not any(c in s for c in "\r\n\x00"))
-_header_values = _text().filter(lambda s: not any(c in s for c in "\r\n\x00"))
+# What HTTP/1.1 carries in a reason phrase or a field value: HTAB, SP, VCHAR and Latin-1
+# obs-text (a field value has no surrounding whitespace: HttpResponseFormat strips it).
+_FIELD_ALPHABET = st.sampled_from(
+    ["\t", *map(chr, range(0x20, 0x7F)), *map(chr, range(0x80, 0x100))]
+)
+_reasons = st.none() | _text(1, _FIELD_ALPHABET)
+_header_values = _text(0, _FIELD_ALPHABET).map(lambda s: s.strip(" \t"))
 _patch_ops = st.builds(
     lambda op, path, value: {"op": op, "path": "/" + path, "value": value},
     st.sampled_from(["add", "replace", "test"]),
@@ -619,12 +624,14 @@ def _http_response_formats(draw: st.DrawFn, actions: Sequence[Action]) -> HttpRe
     action = draw(st.sampled_from(actions))
     if action != "send":
         return HttpResponseFormat(action=action)
-    use_patch = draw(st.booleans())
+    code = draw(st.integers(200, 999))
+    no_content = code in (204, 304)  # a final answer that carries no body
+    use_patch = not no_content and draw(st.booleans())
     return HttpResponseFormat(
-        code=draw(st.integers(100, 999)),
+        code=code,
         reason=draw(_reasons),
         headers=tuple(draw(st.lists(st.tuples(_tokens, _header_values), max_size=MAX_LIST))),
-        body=None if use_patch else draw(_payloads),
+        body=None if use_patch else b"" if no_content else draw(_payloads),
         body_patch=tuple(draw(st.lists(_patch_ops, max_size=MAX_LIST))) if use_patch else None,
         content_filters=draw(_content_filters),
     )
