@@ -32,6 +32,7 @@ from gripcore._engine import EngineUnavailable
 from gripcore._errors import ProtocolError
 from gripcore._items import Item
 from gripcore._node import (
+    ClientWritable,
     ConnectOriginWebSocket,
     DiscardBody,
     Flow,
@@ -232,6 +233,8 @@ class Server(NodeServer, LoopScheduling):
             return await anext(op.response, None)
         if isinstance(op, DiscardBody):
             return await op.response.aclose()
+        if isinstance(op, ClientWritable):
+            return await op.io.wait_writable()
         if isinstance(op, OriginRequest):
             t = op.target
             return await self.origin.request(
@@ -283,6 +286,8 @@ class ClientProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.conn: ProxyConnection | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._writable = asyncio.Event()  # clear while the transport is over its high mark
+        self._writable.set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = self.transport = cast(asyncio.Transport, transport)  # uvloop: no subclass
@@ -296,14 +301,17 @@ class ClientProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.cancel_timer()
+        self._writable.set()
         if self.conn is not None:
             self.conn.connection_lost()
 
     def pause_writing(self) -> None:
+        self._writable.clear()
         if self.conn is not None:
             self.conn.pause_writing()
 
     def resume_writing(self) -> None:
+        self._writable.set()
         if self.conn is not None:
             self.conn.resume_writing()
 
@@ -325,6 +333,17 @@ class ClientProtocol(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+    def close_write(self) -> None:
+        transport = self.transport
+        if transport is not None:
+            if transport.can_write_eof():
+                transport.write_eof()
+            else:  # TLS: no half-close
+                transport.close()
+
+    async def wait_writable(self) -> None:
+        await self._writable.wait()
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -385,14 +404,21 @@ class PublishProtocol(asyncio.Protocol):
         self.publish = PublishConnection(server.node)
         self.transport: asyncio.Transport | None = None
         self._publishing = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.server.publish_connections.add(self)
+        self._write(*self.publish.connection_made())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.publish_connections.discard(self)
+        self.publish.connection_lost()
         self.transport = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def close(self) -> None:
         if self.transport is not None:
@@ -416,9 +442,27 @@ class PublishProtocol(asyncio.Protocol):
         if close:
             self.transport.close()
             self.transport = None
-        elif self.publish.awaiting is not None and not self._publishing:
+            return
+        if self.publish.take_half_close() and self.transport.can_write_eof():
+            self.transport.write_eof()
+        if self.publish.awaiting is not None and not self._publishing:
             self._publishing = True
             self.server.spawn(self._publish_remote(self.publish.awaiting))
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        """The core's read deadline; a timer set for an earlier time is kept (it re-arms)."""
+        deadline = self.publish.next_deadline()
+        if deadline is None or (self._timer_at is not None and self._timer_at <= deadline):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = asyncio.get_running_loop().call_at(deadline, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = self._timer_at = None
+        self._write(*self.publish.handle_timer(self.server.node.clock()))
 
     async def _publish_remote(self, items: Sequence[Item]) -> None:
         """Publish through the engine, then answer: 200, or 503 when it cannot take them.

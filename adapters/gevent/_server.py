@@ -35,6 +35,7 @@ from gripcore._engine import EngineUnavailable
 from gripcore._errors import ProtocolError
 from gripcore._items import Item
 from gripcore._node import (
+    ClientWritable,
     ConnectOriginWebSocket,
     DiscardBody,
     Flow,
@@ -71,6 +72,7 @@ class _Writer:
         self.pending = bytearray()
         self.closed = False
         self._close_after = False
+        self._shutdown_after = False
         self._drainer: gevent.Greenlet | None = None
 
     def write(self, data: bytes) -> None:
@@ -108,6 +110,8 @@ class _Writer:
             self._drainer = None
         if self._close_after:
             self._hard_close()
+        elif self._shutdown_after:
+            self._shutdown()
 
     def close(self) -> None:
         """Close once what is queued has gone out."""
@@ -115,6 +119,18 @@ class _Writer:
             self._close_after = True
         else:
             self._hard_close()
+
+    def close_write(self) -> None:
+        """End the sending side once what is queued has gone out; reading goes on."""
+        if self.pending and self._drainer is not None:
+            self._shutdown_after = True
+        else:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        if not self.closed:
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(gevent.socket.SHUT_WR)
 
     def abort(self) -> None:
         self.pending.clear()
@@ -142,16 +158,27 @@ class ClientIO(_Writer):
         self.conn: ProxyConnection | None = None
         self._timer: Any = None
         self._paused = False
+        self.writable = gevent.event.Event()  # clear while paused
+        self.writable.set()
 
     def paused(self) -> None:
         if not self._paused and self.conn is not None:
             self._paused = True
+            self.writable.clear()
             self.conn.pause_writing()
 
     def resumed(self) -> None:
         if self._paused and self.conn is not None:
             self._paused = False
+            self.writable.set()
             self.conn.resume_writing()
+
+    def _hard_close(self) -> None:
+        super()._hard_close()
+        self.writable.set()
+
+    def wait_writable(self) -> None:
+        self.writable.wait()
 
     def set_timer(self, deadline: float) -> None:
         self.cancel_timer()
@@ -171,6 +198,41 @@ class ClientIO(_Writer):
 
     def spawn(self, flow: Flow) -> None:
         self.server.spawn(self.server.run_flow, flow)
+
+
+class _PublishTimer:
+    """The read deadline of one publish connection, as a loop timer (a hub callback: it only
+    writes what the core answers and closes, which wakes the greenlet reading the socket)."""
+
+    def __init__(self, publisher: PublishConnection, io: _Writer) -> None:
+        self.publisher = publisher
+        self.io = io
+        self._timer: Any = None
+        self._at: float | None = None
+
+    def arm(self) -> None:
+        deadline = self.publisher.next_deadline()
+        if deadline is None or (self._at is not None and self._at <= deadline):
+            return
+        self.cancel()
+        self._at = deadline
+        self._timer = gevent.get_hub().loop.timer(max(0.0, deadline - time.monotonic()))
+        self._timer.start(self._fire)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.close()
+            self._timer = None
+        self._at = None
+
+    def _fire(self) -> None:
+        self.cancel()
+        out, close = self.publisher.handle_timer(time.monotonic())
+        self.io.write(out)
+        if close:
+            self.io.close()
+        else:
+            self.arm()
 
 
 class LinkIO(_Writer):
@@ -314,6 +376,8 @@ class Server(NodeServer):
             return op.response.next_chunk()
         if isinstance(op, DiscardBody):
             return op.response.close()
+        if isinstance(op, ClientWritable):
+            return op.io.wait_writable()
         if isinstance(op, OriginRequest):
             t = op.target
             return self.origin.request(
@@ -391,9 +455,13 @@ class Server(NodeServer):
     def _serve_publisher(self, sock: gevent.socket.socket, address: Any) -> None:
         publisher = PublishConnection(self.node)
         io = _Writer(sock)
+        timer = _PublishTimer(publisher, io)
         self.publish_connections.add(io)
         try:
-            while not io.closed:
+            out, close = publisher.connection_made()
+            io.write(out)
+            while not io.closed and not close:
+                timer.arm()
                 try:
                     data = sock.recv(READ_SIZE)
                 except OSError:
@@ -408,10 +476,14 @@ class Server(NodeServer):
                         error = str(exc)
                     out, close = publisher.engine_answered(error)
                 io.write(out)
-                if close or not data:
+                if publisher.take_half_close():
+                    io.close_write()
+                if not data:
                     break
         finally:
+            timer.cancel()
             io.close()
+            publisher.connection_lost()
             self.publish_connections.discard(io)
 
 

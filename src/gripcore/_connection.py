@@ -51,6 +51,7 @@ from ._instruct import Instruct, instruct_body_limit, is_grip_response, reason_p
 from ._items import parse_publish_body
 from ._node import (
     Answer,
+    ClientWritable,
     ConnectOriginWebSocket,
     Flow,
     FlowOp,
@@ -63,6 +64,7 @@ from ._node import (
 from ._originhttp import OriginError
 from ._proxy import Passthrough, classify_response, link_destination, origin_request_headers
 from ._routes import Route, Target
+from ._timeouts import ReadDeadlines, ReadPhase
 from ._wsgateway import OriginPost, WebSocketGateway
 from ._wsgrip import AcceptClient, CloseClient, GripWebSocket, RejectClient, WebSocketAction
 from ._wsproxy import CloseOrigin, ConnectOrigin, SendToOrigin, WebSocketProxy
@@ -78,7 +80,20 @@ _OVERLOADED = (
     b"Content-Length: 26\r\nConnection: close\r\n\r\nToo many open connections\n"
 )
 
+# What a client too slow to send its request head (or body) gets before the close, as nginx's
+# client_header_timeout answers (raw bytes: h11 has no request to answer yet).
+_REQUEST_TIMEOUT = (
+    b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: 16\r\nConnection: close\r\n\r\nRequest timeout\n"
+)
+
 _TEXT = [(b"Content-Type", b"text/plain")]
+
+# After an early error answer, what the client still sends is read and discarded (lingering
+# close, as nginx) so that it reads the answer rather than a reset; past this many bytes (or
+# --linger-timeout) the connection is closed anyway. 64 MiB covers a publish or upload of any
+# size a client would send before looking at the answer.
+LINGER_DISCARD_LIMIT = 64 * 1024 * 1024
 
 # Bodies of non-GRIP answers up to this size are read whole and sent with a Content-Length;
 # larger ones (and those without a length) are relayed as they arrive.
@@ -100,6 +115,10 @@ class ConnectionIO(Protocol):
 
     def close(self) -> None:
         """Close after what was written has gone out."""
+
+    def close_write(self) -> None:
+        """End the sending side once what was written has gone out (half-close); reading goes
+        on until `close` or `abort`."""
 
     def abort(self) -> None:
         """Drop the connection now, discarding unsent data."""
@@ -171,6 +190,8 @@ class ProxyConnection:
         self._hold_request: h11.Request | None = None
         self._origin_ws: OriginWsLink | None = None
         self._resume_from: str | None = None  # a WebSocket's last-event-id, until subscribed
+        self.reads = ReadDeadlines(self.config, node.clock())
+        self._discarded = 0  # bytes read and dropped while lingering
 
     # --- driver callbacks ---
 
@@ -183,6 +204,7 @@ class ProxyConnection:
             self.io.close()
             return False
         self.node.connections.add(self)
+        self._arm_read_timer()
         return True
 
     def connection_lost(self) -> None:
@@ -213,11 +235,21 @@ class ProxyConnection:
         if self.ws is not None:
             self._ws_received(data)
             return
+        reads = self.reads
+        if reads.phase is ReadPhase.LINGER:
+            self._discarded += len(data)
+            if self._discarded > LINGER_DISCARD_LIMIT:
+                self._close()
+            return
+        if reads.phase is not ReadPhase.BUSY:
+            reads.bytes_received(self.node.clock())
         self.h11.receive_data(data)  # only buffers: errors come from next_event
         self._process()
 
     def eof_received(self) -> None:
-        if self.ws is None:
+        if self.reads.phase is ReadPhase.LINGER:
+            self._close()  # the client sent everything and read the answer
+        elif self.ws is None:
             with contextlib.suppress(h11.RemoteProtocolError):
                 self.h11.receive_data(b"")
             if not self.busy:
@@ -226,7 +258,10 @@ class ProxyConnection:
     def on_timer(self) -> None:
         self._timer_at = None
         session = self.session
-        if session is None or self.closed:
+        if self.closed:
+            return
+        if session is None:
+            self._read_timeout()
             return
         now = self.node.clock()
         if isinstance(session, GripWebSocket):
@@ -246,8 +281,10 @@ class ProxyConnection:
                 self._fail(status, h11_reason(status) + b"\n")
                 return
             if event is h11.NEED_DATA or event is h11.PAUSED:
+                self._arm_read_timer()
                 return
             if isinstance(event, h11.Request):
+                self.reads.head_received(self.node.clock())
                 size = len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers)
                 if size > self.config.max_request_header_size:
                     # h11 bounds only incomplete heads; a complete one can still be too large
@@ -263,15 +300,46 @@ class ProxyConnection:
             elif isinstance(event, h11.EndOfMessage):
                 assert self.request is not None
                 self.busy = True
+                self.reads.busy()
+                self._cancel_timer()  # the read timer: holds arm their own
                 self.io.spawn(self._handle(self.request, bytes(self.body)))
             else:  # h11.ConnectionClosed: the client is done
                 self._close()
                 return
 
     def _fail(self, status: int, body: bytes) -> None:
-        """Answer an unusable request and close the connection."""
+        """Answer an unusable request, then close the connection: after a lingering read of
+        what the client still sends (it may send a whole body before reading the answer, and
+        a close with unread data would reset the connection and lose the answer)."""
         with contextlib.suppress(h11.LocalProtocolError):  # nothing to answer when h11 says so
             self._send_whole(status, h11_reason(status), _TEXT, body, close=True)
+        if self.closed:
+            return
+        self.reads.linger(self.node.clock())
+        self._cancel_timer()
+        self.io.close_write()
+        self._arm_read_timer()
+
+    def _arm_read_timer(self) -> None:
+        """Arm the timer for the read deadline (none while a request is answered or held).
+        A timer already set for an earlier time is kept: it fires and re-arms."""
+        deadline = self.reads.deadline()
+        if deadline is None or self.closed:
+            return
+        if self._timer_at is not None and self._timer_at <= deadline:
+            return
+        self._timer_at = deadline
+        self.io.set_timer(deadline)
+
+    def _read_timeout(self) -> None:
+        """The timer fired with no session: a read deadline may have passed."""
+        phase = self.reads.expired(self.node.clock())
+        if phase is None:
+            self._arm_read_timer()
+            return
+        if phase is ReadPhase.HEAD or phase is ReadPhase.BODY:
+            log.info("closing %s: request not received in time (408)", self.peer)
+            self._write(_REQUEST_TIMEOUT)
         self._close()
 
     def _send(self, event: Any) -> None:
@@ -312,6 +380,7 @@ class ProxyConnection:
         if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
             self.h11.start_next_cycle()
             self.busy = False
+            self.reads.idle(self.node.clock())
             self._process()
         else:  # MUST_CLOSE on either side: Connection: close, or HTTP/1.0
             self._close()
@@ -490,6 +559,10 @@ class ProxyConnection:
             h11.Response(status_code=response.status, reason=response.reason, headers=headers)
         )
         while True:
+            if self.paused:
+                # the client's transport is over its high mark: read no more from the origin
+                # until it drains (else one client that does not read buffers the whole body)
+                yield from perform(ClientWritable(self.io))
             chunk = yield from perform(NextChunk(response))
             if chunk is None:
                 break

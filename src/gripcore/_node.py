@@ -47,6 +47,7 @@ from ._routes import Route, RouteTable, Target, parse_routes
 from ._sequencer import Sequencer
 from ._sig import SigningKey, mint_sig, parse_key_spec
 from ._speedups import flush_connections
+from ._timeouts import ReadDeadlines, ReadPhase
 
 if TYPE_CHECKING:
     from ._connection import OriginWsLink, ProxyConnection
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FLUSH_SLICE",
     "Answer",
+    "ClientWritable",
     "ConnectOriginWebSocket",
     "DiscardBody",
     "Flow",
@@ -70,6 +72,19 @@ __all__ = [
 log = logging.getLogger("gripcore")
 
 _Driver = TypeVar("_Driver")
+
+# What a publish connection over --max-publish-connections gets before the close.
+_PUBLISH_OVERLOADED = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: 26\r\nConnection: close\r\n\r\nToo many open connections\n"
+)
+# A publisher too slow to send its request (see gripcore._timeouts).
+_PUBLISH_TIMEOUT = (
+    b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: 16\r\nConnection: close\r\n\r\nRequest timeout\n"
+)
+# Bytes read and dropped after an early error answer before closing anyway (lingering close).
+PUBLISH_LINGER_LIMIT = 64 * 1024 * 1024
 
 # Connections written per flush slice: ~5 ms of writes, so publishes are read between slices.
 FLUSH_SLICE = 512
@@ -129,6 +144,14 @@ class DiscardBody:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientWritable:
+    """Wait until the client connection `io` may be written again (its transport went below
+    its low mark after `pause_writing`), or is closed. Result: None."""
+
+    io: Any
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectOriginWebSocket:
     """Open a TCP (or TLS) connection to `target` for `link` and attach it (`link.attach`);
     then feed what arrives to `link.data_received` and its end to `link.connection_lost`.
@@ -138,7 +161,9 @@ class ConnectOriginWebSocket:
     link: OriginWsLink
 
 
-FlowOp = OriginRequest | ReadBody | NextChunk | DiscardBody | ConnectOriginWebSocket
+FlowOp = (
+    OriginRequest | ReadBody | NextChunk | DiscardBody | ClientWritable | ConnectOriginWebSocket
+)
 Flow = Generator[FlowOp, Any, None]
 
 
@@ -192,6 +217,8 @@ class ProxyNode:
     routes: RouteTable | None = field(init=False)
     sig_key: SigningKey | None = field(init=False)
     connections: set[ProxyConnection] = field(init=False, default_factory=set)
+    publish_connections: int = field(init=False, default=0)
+    """Open publish API connections (counted against --max-publish-connections)."""
     closing: bool = field(init=False, default=False)
     metrics: Registry = field(init=False, default_factory=Registry)
     # (default_factory: a function as a plain default would be bound as a method)
@@ -645,8 +672,56 @@ class PublishConnection:
         self.awaiting: list[Item] | None = None
         """Items waiting for a remote engine: the driver publishes them through it, then calls
         `engine_answered` (until then the next pipelined request waits)."""
+        self.reads = ReadDeadlines(node.config, node.clock())
+        self._counted = False
+        self._half_close = False
+        self._discarded = 0
+
+    def connection_made(self) -> tuple[bytes, bool]:
+        """Count the connection in; over --max-publish-connections: a 503 to write, and close."""
+        node = self.node
+        if node.publish_connections >= node.config.max_publish_connections:
+            self._close = True
+            return _PUBLISH_OVERLOADED, True
+        node.publish_connections += 1
+        self._counted = True
+        return b"", False
+
+    def connection_lost(self) -> None:
+        if self._counted:
+            self._counted = False
+            self.node.publish_connections -= 1
+
+    def take_half_close(self) -> bool:
+        """True once after an early error answer: the driver ends its sending side after
+        writing it and reads on (what arrives is discarded) until EOF, a limit or the timer."""
+        half_close, self._half_close = self._half_close, False
+        return half_close
+
+    def next_deadline(self) -> float | None:
+        """When `handle_timer` should be called (a read timeout, see gripcore._timeouts)."""
+        return None if self._close else self.reads.deadline()
+
+    def handle_timer(self, now: float) -> tuple[bytes, bool]:
+        """As `receive_data`: a 408 (a request too slow to arrive), or a quiet close."""
+        phase = self.reads.expired(now)
+        if phase is None or self._close:
+            return b"", False
+        self._close = True
+        if phase is ReadPhase.HEAD or phase is ReadPhase.BODY:
+            log.info("closing a publish connection: request not received in time (408)")
+            return _PUBLISH_TIMEOUT, True
+        return b"", True
 
     def receive_data(self, data: bytes) -> tuple[bytes, bool]:
+        reads = self.reads
+        if reads.phase is ReadPhase.LINGER:
+            self._discarded += len(data)
+            if not data or self._discarded > PUBLISH_LINGER_LIMIT:
+                self._close = True
+            return b"", self._close
+        if data and reads.phase is not ReadPhase.BUSY:
+            reads.bytes_received(self.node.clock())
         if not data:  # EOF: answer what is complete, then close
             if self.awaiting is not None:
                 self._eof_pending = True  # closed once the engine's answer is out
@@ -662,7 +737,7 @@ class PublishConnection:
                 self.h11.receive_data(data)
                 self._process()
             except h11.RemoteProtocolError as exc:
-                self._answer(exc.error_status_hint, b"text/plain", f"{exc}\n".encode(), close=True)
+                self._answer(exc.error_status_hint, b"text/plain", f"{exc}\n".encode())
         return self._output()
 
     def _output(self) -> tuple[bytes, bool]:
@@ -678,6 +753,7 @@ class PublishConnection:
             if event is h11.NEED_DATA or event is h11.PAUSED:
                 return
             if isinstance(event, h11.Request):
+                self.reads.head_received(self.node.clock())
                 self.request = event
                 self.body = bytearray()
                 length = _header(event.headers, b"content-length")
@@ -686,19 +762,18 @@ class PublishConnection:
                     and length is None
                     and _header(event.headers, b"transfer-encoding") is None
                 ):
-                    self._answer(
-                        411, b"text/plain", b"Request requires Content-Length.\n", close=True
-                    )
+                    self._answer(411, b"text/plain", b"Request requires Content-Length.\n")
                     return
                 if limit and length is not None and length.isdigit() and int(length) > limit:
-                    self._answer(413, b"text/plain", too_large, close=True)
+                    self._answer(413, b"text/plain", too_large)
                     return
             elif isinstance(event, h11.Data):
                 self.body += event.data
                 if limit and len(self.body) > limit:
-                    self._answer(413, b"text/plain", too_large, close=True)
+                    self._answer(413, b"text/plain", too_large)
                     return
             elif isinstance(event, h11.EndOfMessage):
+                self.reads.busy()
                 if self._handle() or not self._next_cycle():
                     return
             else:  # h11.ConnectionClosed
@@ -739,6 +814,7 @@ class PublishConnection:
             return False
         if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
             self.h11.start_next_cycle()
+            self.reads.idle(self.node.clock())
             return True
         return False
 
@@ -760,8 +836,16 @@ class PublishConnection:
             self._process()
         return self._output()
 
-    def _answer(self, status: int, ctype: bytes, body: bytes, *, close: bool = False) -> None:
-        self._send_response(status, [(b"Content-Type", ctype)], body, close=close)
+    def _answer(self, status: int, ctype: bytes, body: bytes) -> None:
+        """An early error answer: then the connection closes, after a lingering read of what
+        the publisher still sends (else a close with unread data resets the connection and
+        the publisher sees a network error instead of this answer)."""
+        answered = len(self._out)
+        self._send_response(status, [(b"Content-Type", ctype)], body, close=True)
+        if len(self._out) > answered:
+            self._close = False
+            self.reads.linger(self.node.clock())
+            self._half_close = True
 
     def _send_response(
         self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, *, close: bool = False

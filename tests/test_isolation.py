@@ -1,0 +1,309 @@
+"""One bad request, publish or peer harms only itself (issue 13, points 2, 6, 7 and 8).
+
+Real loopback sockets, both adapters: a client that does not read a large relayed answer
+holds back only its own origin read (backpressure); slow or idle sockets on either listener are
+closed by the request-head and keep-alive timeouts; an early 413/431 is read by a client that
+sends its whole body first (lingering close); at the descriptor limit the listener backs off
+and the publish API stays serviceable (that one in a subprocess, tests/test_serve_process.py
+style).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import threading
+import time
+
+import pytest
+
+from .e2e_support import (
+    Origin,
+    RawClient,
+    publish,
+    running_proxy,
+    subscribers,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("proxy_adapter")]
+
+# --- a large plain answer, made lazily -----------------------------------------------------------
+
+BIG = 96 * 1024 * 1024
+BLOCK = bytes(range(256)) * 256  # 64 KiB
+
+
+class LazyOrigin:
+    """An origin answering every request with BIG bytes of BLOCK, generated as it sends, and
+    counting how many the kernel took (what the proxy read, plus what sockets hold)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sent = 0
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(sock,), daemon=True).start()
+
+    def _answer(self, sock: socket.socket) -> None:
+        with sock:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head = (
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                b"Content-Length: " + str(BIG).encode() + b"\r\n\r\n"
+            )
+            try:
+                sock.sendall(head)
+                for _ in range(BIG // len(BLOCK)):
+                    sock.sendall(BLOCK)
+                    self.sent += len(BLOCK)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def _settled(read: object, interval: float = 0.5, timeout: float = 30.0) -> int:
+    """The value `read()` settles at: unchanged over `interval` (waited for, not asserted)."""
+    assert callable(read)
+    deadline = time.monotonic() + timeout
+    last = read()
+    while time.monotonic() < deadline:
+        time.sleep(interval)
+        now = read()
+        if now == last:
+            return int(now)
+        last = now
+    return int(last)
+
+
+def _stream_origin() -> Origin:
+    grip = [("Content-Type", "text/plain"), ("Grip-Hold", "stream"), ("Grip-Channel", "iso")]
+    return Origin(routes={"/stream": lambda request: (200, grip, b"")}).start()
+
+
+def test_relayed_answer_to_a_stalled_client_is_read_only_as_fast_as_it_reads() -> None:
+    big = LazyOrigin()
+    streams = _stream_origin()
+    try:
+        routes = (f"big 127.0.0.1:{big.port}", f"* 127.0.0.1:{streams.port},over_http")
+        with running_proxy(routes=routes) as proxy:
+            healthy = RawClient(proxy.port)
+            healthy.get("/stream")
+            healthy.read_until(b"\r\n\r\n")
+            wait_for(lambda: subscribers(proxy, "iso") == 1)
+
+            stalled = RawClient(proxy.port, timeout=30)
+            stalled.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            stalled.get("/file", host="big")
+            held = _settled(lambda: big.sent)
+            # socket buffers on the way (a few MiB each on loopback) and one write-buffer mark:
+            # not the whole answer
+            assert held < BIG // 3, f"the proxy read {held} bytes for a client reading none"
+
+            # the stalled reader costs nobody else: the subscriber gets every publish
+            for n in range(5):
+                status, _ = publish(
+                    proxy.publish_port,
+                    [{"channel": "iso", "formats": {"http-stream": {"content": f"m{n}\n"}}}],
+                )
+                assert status == 200
+                assert healthy.read_until(f"m{n}\n".encode()).endswith(f"m{n}\n".encode())
+
+            # then the client reads: the whole answer, intact
+            head = stalled.read_until(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+            assert f"Content-Length: {BIG}".encode() in head or b"chunked" in head.lower()
+            digest = hashlib.sha256()
+            expected = hashlib.sha256()
+            for _ in range(BIG // len(BLOCK)):
+                expected.update(BLOCK)
+            received = len(stalled.buffer)
+            digest.update(stalled.buffer)
+            stalled.buffer = b""
+            while received < BIG:
+                chunk = stalled.sock.recv(1 << 20)
+                assert chunk, f"closed after {received} bytes"
+                digest.update(chunk)
+                received += len(chunk)
+            assert received == BIG
+            assert digest.hexdigest() == expected.hexdigest()
+    finally:
+        big.close()
+        streams.stop()
+
+
+# --- lingering close after an early error --------------------------------------------------------
+
+
+def _send_all_then_read(port: int, head: bytes, body: bytes) -> bytes:
+    """Send `head` and all of `body` (as a client that does not look before it is done), then
+    read the answer to its end."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    with sock:
+        sock.sendall(head)
+        view = memoryview(body)
+        try:
+            while view:
+                sent = sock.send(view[: 1 << 16])
+                view = view[sent:]
+        except OSError as exc:  # reset while sending: the bug
+            return f"send failed: {exc!r}".encode()
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except OSError as exc:
+            return answer + f"\nrecv failed: {exc!r}".encode()
+        return answer
+
+
+def test_publish_over_the_limit_gets_its_413_after_sending_everything() -> None:
+    body = json.dumps(
+        {"items": [{"channel": "x", "formats": {"http-stream": {"content": "a" * 5_000_000}}}]}
+    ).encode()
+    with running_proxy() as proxy:
+        head = (
+            b"POST /publish/ HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+        )
+        answer = _send_all_then_read(proxy.publish_port, head, body)
+        assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
+        # the publish listener still serves
+        status, _ = publish(
+            proxy.publish_port, [{"channel": "x", "formats": {"http-stream": {"content": "x"}}}]
+        )
+        assert status == 200
+
+
+def test_client_request_over_the_body_limit_gets_its_413_after_sending_everything() -> None:
+    with running_proxy(max_request_body=1000) as proxy:
+        body = b"b" * 5_000_000
+        head = (
+            b"POST /x HTTP/1.1\r\nHost: example.com\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+        )
+        answer = _send_all_then_read(proxy.port, head, body)
+        assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
+
+
+def test_client_head_over_the_limit_gets_its_431_after_sending_everything() -> None:
+    with running_proxy(max_request_header_size=1000) as proxy:
+        head = b"GET /x HTTP/1.1\r\nHost: example.com\r\n"
+        filler = b"".join(b"X-Filler-%d: %s\r\n" % (n, b"f" * 1000) for n in range(3000))
+        answer = _send_all_then_read(proxy.port, head, filler + b"\r\n")
+        assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+
+
+def test_lingering_is_bounded_for_a_client_that_never_stops_sending() -> None:
+    with running_proxy(max_request_body=1000, linger_timeout=0.5) as proxy:
+        client = RawClient(proxy.port, timeout=10)
+        client.send(b"POST /x HTTP/1.1\r\nHost: example.com\r\nContent-Length: 100000000\r\n\r\n")
+        client.send(b"b" * 2000)
+        head = client.read_until(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 413 ")
+
+        def closed() -> bool:
+            try:
+                client.send(b"b" * 65536)
+            except OSError:
+                return True
+            return False
+
+        wait_for(closed, timeout=10)
+
+
+# --- request-head and keep-alive timeouts --------------------------------------------------------
+
+
+def _closed_by_server(client: RawClient, timeout: float = 10.0) -> bytes:
+    """What the server sent before closing (it must close within `timeout`)."""
+    return client.read_to_close(timeout)
+
+
+def test_slow_request_head_is_closed_after_the_head_timeout() -> None:
+    with running_proxy(client_header_timeout=0.5, keepalive_timeout=30) as proxy:
+        slow = RawClient(proxy.port)
+        slow.send(b"GET /x HTTP/1.1\r\n")
+        silent = RawClient(proxy.port)  # never sends a byte
+        assert _closed_by_server(slow).startswith(b"HTTP/1.1 408 ")
+        assert _closed_by_server(silent) == b""
+        wait_for(lambda: proxy.call(lambda: len(proxy.server.connections)) == 0)
+
+
+def test_idle_keep_alive_connection_is_closed_but_held_ones_are_not() -> None:
+    streams = _stream_origin()
+    try:
+        streams.routes["/plain"] = lambda request: (200, [("Content-Type", "text/plain")], b"ok")
+        routes = (f"* 127.0.0.1:{streams.port},over_http",)
+        with running_proxy(routes=routes, keepalive_timeout=0.5, client_header_timeout=30) as p:
+            held = RawClient(p.port)
+            held.get("/stream")
+            held.read_until(b"\r\n\r\n")
+            idle = RawClient(p.port)
+            idle.get("/plain")
+            _, body = idle.read_response()
+            assert body == b"ok"
+            assert _closed_by_server(idle) == b""
+            # the held stream outlived the idle timeout and still delivers
+            status, _ = publish(
+                p.publish_port, [{"channel": "iso", "formats": {"http-stream": {"content": "z\n"}}}]
+            )
+            assert status == 200
+            assert held.read_until(b"z\n").endswith(b"z\n")
+    finally:
+        streams.stop()
+
+
+def test_publish_listener_has_the_same_timeouts() -> None:
+    with running_proxy(client_header_timeout=0.5, keepalive_timeout=0.5) as proxy:
+        slow = RawClient(proxy.publish_port)
+        slow.send(b"POST /publish/ HTTP/1.1\r\n")
+        assert _closed_by_server(slow).startswith(b"HTTP/1.1 408 ")
+        idle = RawClient(proxy.publish_port)
+        idle.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, _ = idle.read_response()
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert _closed_by_server(idle) == b""
+
+
+def test_publish_listener_connection_cap() -> None:
+    with running_proxy(max_publish_connections=2) as proxy:
+        first = RawClient(proxy.publish_port)
+        second = RawClient(proxy.publish_port)
+        for c in (first, second):
+            c.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            head, _ = c.read_response()
+            assert head.startswith(b"HTTP/1.1 200 ")
+        third = RawClient(proxy.publish_port)
+        answer = third.read_to_close()
+        assert answer.startswith(b"HTTP/1.1 503 ")
+        first.close()
+        second.close()
+
+        def serves() -> bool:
+            try:
+                status, _ = publish(
+                    proxy.publish_port,
+                    [{"channel": "x", "formats": {"http-stream": {"content": "x"}}}],
+                )
+            except (OSError, ValueError, IndexError):
+                return False
+            return status == 200
+
+        wait_for(serves)
