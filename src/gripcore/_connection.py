@@ -324,12 +324,9 @@ class ProxyConnection:
         """Arm the timer for the read deadline (none while a request is answered or held).
         A timer already set for an earlier time is kept: it fires and re-arms."""
         deadline = self.reads.deadline()
-        if deadline is None or self.closed:
-            return
-        if self._timer_at is not None and self._timer_at <= deadline:
-            return
-        self._timer_at = deadline
-        self.io.set_timer(deadline)
+        if deadline is not None and (self._timer_at is None or deadline < self._timer_at):
+            self._timer_at = deadline
+            self.io.set_timer(deadline)
 
     def _read_timeout(self) -> None:
         """The timer fired with no session: a read deadline may have passed."""

@@ -840,12 +840,10 @@ class PublishConnection:
         """An early error answer: then the connection closes, after a lingering read of what
         the publisher still sends (else a close with unread data resets the connection and
         the publisher sees a network error instead of this answer)."""
-        answered = len(self._out)
         self._send_response(status, [(b"Content-Type", ctype)], body, close=True)
-        if len(self._out) > answered:
-            self._close = False
-            self.reads.linger(self.node.clock())
-            self._half_close = True
+        self._close = False  # closed once lingering ends (receive_data, handle_timer)
+        self.reads.linger(self.node.clock())
+        self._half_close = True
 
     def _send_response(
         self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, *, close: bool = False
