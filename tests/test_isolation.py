@@ -307,3 +307,121 @@ def test_publish_listener_connection_cap() -> None:
             return status == 200
 
         wait_for(serves)
+
+
+# --- at the descriptor limit (a real `gripcore serve` under a low RLIMIT_NOFILE) -----------------
+
+NOFILE = 200
+
+
+def _low_nofile() -> None:
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, hard))
+
+
+class _Serve:
+    """`gripcore serve` under NOFILE descriptors, its log collected as it is written."""
+
+    def __init__(self, adapter: str, *args: str) -> None:
+        from .test_serve_process import start_serve
+
+        self.proc, self.port, self.publish_port = start_serve(
+            "--adapter", adapter, "--max-publish-connections", "8", *args, preexec_fn=_low_nofile
+        )
+        self.lines: list[str] = []
+        self._drainer = threading.Thread(target=self._drain, daemon=True)
+        self._drainer.start()
+
+    def _drain(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._drainer.join(5)
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+    def serves_a_new_client(self) -> bool:
+        try:
+            client = RawClient(self.port, timeout=2)
+            client.get("/")
+            head, _ = client.read_response(timeout=2)
+            client.close()
+        except OSError:
+            return False
+        # served: the starter kit's page, or the origin's 502 (not the 503 of a full house)
+        return head.startswith((b"HTTP/1.1 200 ", b"HTTP/1.1 502 "))
+
+
+def _metric(port: int, name: str) -> float:
+    client = RawClient(port)
+    client.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    _, body = client.read_response()
+    client.close()
+    for line in body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_max_connections_fits_the_descriptor_limit(proxy_adapter: str) -> None:
+    serve = _Serve(proxy_adapter)
+    clients: list[RawClient] = []
+    try:
+        # NOFILE 200, minus 64 kept back and 8 publish connections: 128, a quarter for origins
+        clients.extend(RawClient(serve.port) for _ in range(130))
+        refused = 0
+        for client in clients[96:]:
+            assert client.read_to_close().startswith(b"HTTP/1.1 503 ")
+            refused += 1
+        assert refused == 34
+        # the publish API is served meanwhile
+        status, _ = publish(
+            serve.publish_port, [{"channel": "x", "formats": {"http-stream": {"content": "x"}}}]
+        )
+        assert status == 200
+        for client in clients:
+            client.close()
+        wait_for(serve.serves_a_new_client)
+        assert _metric(serve.publish_port, "gripcore_accept_pauses_total") == 0
+        assert len(serve.lines) < 100, "".join(serve.lines[-20:])
+    finally:
+        serve.stop()
+
+
+def test_out_of_descriptors_the_listener_pauses_and_logs_once(proxy_adapter: str) -> None:
+    """Each proxied request holds a descriptor toward its origin as well (this origin accepts
+    and never answers): past what the reserve covers, accepts fail with EMFILE."""
+    black_hole = socket.create_server(("127.0.0.1", 0), backlog=1024)
+    serve = _Serve(proxy_adapter, "--route", f"* 127.0.0.1:{black_hole.getsockname()[1]}")
+    clients: list[RawClient] = []
+    try:
+        for _ in range(100):  # 96 held at the origin (with as many origin sockets), 4 get 503
+            client = RawClient(serve.port)
+            client.get("/")
+            clients.append(client)
+
+        def accepts_fail() -> bool:
+            clients.append(RawClient(serve.port))  # the kernel completes it; accept() fails
+            return any("cannot accept" in line for line in serve.lines)
+
+        wait_for(accepts_fail, timeout=15)
+        time.sleep(1.0)  # a second out of descriptors: time to spin, if it would
+        log = [line for line in serve.lines if "cannot accept" in line]
+        assert len(log) <= 2, "".join(log[:5])  # once per listener per interval
+        assert len(serve.lines) < 400, "".join(serve.lines[-20:])
+        for client in clients:
+            client.close()
+        black_hole.close()
+        wait_for(serve.serves_a_new_client, timeout=15)
+        assert _metric(serve.publish_port, "gripcore_accept_pauses_total") >= 1
+    finally:
+        serve.stop()
+        black_hole.close()

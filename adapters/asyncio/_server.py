@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl as ssl_module
 import sys
 import time
@@ -32,6 +33,7 @@ from gripcore._engine import EngineUnavailable
 from gripcore._errors import ProtocolError
 from gripcore._items import Item
 from gripcore._node import (
+    ACCEPT_RESOURCE_ERRORS,
     ClientWritable,
     ConnectOriginWebSocket,
     DiscardBody,
@@ -51,7 +53,7 @@ from .._system import file_stamp, system_node
 from ._origin import OriginClient
 from ._redis import RedisDriver
 from ._scheduling import LoopScheduling
-from ._workers import CLIENT_BACKLOG, PUBLISH_BACKLOG, Worker, run_workers
+from ._workers import CLIENT_BACKLOG, PUBLISH_BACKLOG, Worker, _bind, run_workers
 
 __all__ = ["Server", "run"]
 
@@ -65,6 +67,9 @@ WRITE_LOW = 64 * 1024
 # `gripcore serve`'s exit status when the engine (Redis) cannot be reached at start; 2 is for
 # a configuration that cannot work, 1 for anything unexpected.
 EXIT_ENGINE_UNAVAILABLE = 3
+
+# Connections accepted per readiness event of a listener before the loop runs other work.
+ACCEPT_BATCH = 64
 
 # How often the routes file is checked for changes (Pushpin watches it with a 1 s debounce).
 ROUTES_POLL_INTERVAL = 1.0
@@ -93,7 +98,7 @@ class Server(NodeServer, LoopScheduling):
         )
         self._watcher: asyncio.Task[None] | None = None  # the routes-file watcher
         self.publish_connections: set[PublishProtocol] = set()
-        self._servers: list[asyncio.base_events.Server] = []
+        self._servers: list[Acceptor] = []
         self._broker_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.listen_addresses: list[tuple[str, int]] = []
@@ -115,44 +120,34 @@ class Server(NodeServer, LoopScheduling):
         """Listen (on `worker`'s sockets when one of several worker processes, see _workers:
         then only worker 0 has the publish API) and start watching the routes file. Raises
         EngineUnavailable when the engine (Redis) cannot be reached."""
-        loop = asyncio.get_running_loop()
         if self.engine_driver is not None:
             await self.engine_driver.start()
+        # per --listen address: its sockets (one per address the host resolves to)
+        listeners: list[list[socket.socket]] = []
+        publish: list[socket.socket] = []
         if worker is not None:
-            for sock in worker.listen:
-                server = await loop.create_server(
-                    lambda: ClientProtocol(self), sock=sock, backlog=CLIENT_BACKLOG
-                )
-                self._servers.append(server)
-                self.listen_addresses.append(sock.getsockname()[:2])
+            listeners = [[sock] for sock in worker.listen]
+            publish = [worker.publish] if worker.publish is not None else []
         else:
-            for host, port in self.config.listen:
-                server = await loop.create_server(
-                    lambda: ClientProtocol(self),
-                    host,
-                    port,
-                    reuse_address=True,
-                    backlog=CLIENT_BACKLOG,
-                )
-                self._servers.append(server)
-                self.listen_addresses.append(server.sockets[0].getsockname()[:2])
-        if worker is not None and worker.publish is not None:
-            server = await loop.create_server(
-                lambda: PublishProtocol(self), sock=worker.publish, backlog=PUBLISH_BACKLOG
-            )
-            self._servers.append(server)
-            self.publish_address = worker.publish.getsockname()[:2]
-        elif worker is None:
-            host, port = self.config.publish_listen
-            server = await loop.create_server(
-                lambda: PublishProtocol(self),
-                host,
-                port,
-                reuse_address=True,
-                backlog=PUBLISH_BACKLOG,
-            )
-            self._servers.append(server)
-            self.publish_address = server.sockets[0].getsockname()[:2]
+            try:
+                for host, port in self.config.listen:
+                    groups = _bind(host, port, 1, CLIENT_BACKLOG, share=False)
+                    listeners.append([sock for group in groups for sock in group])
+                host, port = self.config.publish_listen
+                groups = _bind(host, port, 1, PUBLISH_BACKLOG, share=False)
+                publish = [sock for group in groups for sock in group]
+            except OSError:
+                for sock in (sock for socks in listeners for sock in socks):
+                    sock.close()
+                raise
+        for socks in listeners:
+            self.listen_addresses.append(socks[0].getsockname()[:2])
+            for sock in socks:
+                self._servers.append(Acceptor(self, sock, "client", lambda: ClientProtocol(self)))
+        for sock in publish:
+            self._servers.append(Acceptor(self, sock, "publish", lambda: PublishProtocol(self)))
+        if publish:
+            self.publish_address = publish[0].getsockname()[:2]
         if self.config.routes_file and not self.config.routes:
             self._watcher = asyncio.ensure_future(self._watch_routes(self.config.routes_file))
 
@@ -181,8 +176,6 @@ class Server(NodeServer, LoopScheduling):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for server in self._servers:
-            await server.wait_closed()
         await self.origin.aclose()
         if self.engine_driver is not None:
             await self.engine_driver.close()
@@ -266,6 +259,68 @@ class Server(NodeServer, LoopScheduling):
             )
         except (TimeoutError, OSError) as exc:
             raise OriginError("connect", str(exc) or type(exc).__name__) from exc
+
+
+class Acceptor:
+    """One listening socket: accepts on the loop's readiness callbacks and hands each socket
+    to the loop as a transport for `factory`'s protocol. Out of descriptors (EMFILE and kin),
+    it stops watching the socket for the pause the node says (`ProxyNode.accept_failed`, which
+    counts and logs it), instead of retrying a listener that stays readable in a busy loop."""
+
+    def __init__(
+        self,
+        server: Server,
+        sock: socket.socket,
+        name: str,
+        factory: Callable[[], asyncio.Protocol],
+    ) -> None:
+        self.server = server
+        self.sock = sock
+        self.name = name
+        self.factory = factory
+        self.loop = asyncio.get_running_loop()
+        self._resume: asyncio.TimerHandle | None = None
+        self._closed = False
+        sock.setblocking(False)
+        self.loop.add_reader(sock.fileno(), self._accept)
+
+    def _accept(self) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError as exc:
+                if exc.errno not in ACCEPT_RESOURCE_ERRORS:
+                    log.warning("%s listener: accept failed: %s", self.name, exc)
+                    return
+                pause = self.server.node.accept_failed(self.name, exc)
+                self.loop.remove_reader(self.sock.fileno())
+                self._resume = self.loop.call_later(pause, self._resume_accepting)
+                return
+            conn.setblocking(False)
+            self.server.spawn(self._connect(conn))
+
+    async def _connect(self, conn: socket.socket) -> None:
+        try:
+            await self.loop.connect_accepted_socket(self.factory, conn)
+        except OSError:  # gone before it was set up
+            conn.close()
+
+    def _resume_accepting(self) -> None:
+        self._resume = None
+        if not self._closed:
+            self.loop.add_reader(self.sock.fileno(), self._accept)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._resume is not None:
+            self._resume.cancel()
+        else:
+            self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
 
 
 def _client_ssl(target: Target) -> ssl_module.SSLContext | None:
@@ -486,9 +541,13 @@ def run(config: Config, *, ready: Callable[[Server], None] | None = None) -> int
 
 
 def _run_loop(main: Coroutine[Any, Any, int]) -> int:
+    # the loop runs outside the `except ImportError` block: inside it, every exception logged
+    # while serving would carry the ImportError as its context
     try:
         import uvloop  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
+        uvloop = None
+    if uvloop is None:
         return asyncio.run(main)
     return int(uvloop.run(main))
 

@@ -35,6 +35,7 @@ from gripcore._engine import EngineUnavailable
 from gripcore._errors import ProtocolError
 from gripcore._items import Item
 from gripcore._node import (
+    ACCEPT_RESOURCE_ERRORS,
     ClientWritable,
     ConnectOriginWebSocket,
     DiscardBody,
@@ -200,6 +201,40 @@ class ClientIO(_Writer):
         self.server.spawn(self.server.run_flow, flow)
 
 
+class _Listener(gevent.server.StreamServer):  # type: ignore[misc]
+    """A StreamServer that, out of descriptors (EMFILE and kin), pauses for what the node says
+    (`ProxyNode.accept_failed`: counted, logged once per interval) instead of printing a
+    traceback per failed accept."""
+
+    def __init__(self, node: Any, name: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._node = node
+        self._name = name
+        self._pause: Any = None
+
+    def do_read(self) -> Any:
+        try:
+            return super().do_read()
+        except OSError as exc:
+            if exc.errno not in ACCEPT_RESOURCE_ERRORS:
+                raise
+            pause = self._node.accept_failed(self._name, exc)
+            self.stop_accepting()
+            self._close_pause()
+            self._pause = self.loop.timer(pause)
+            self._pause.start(self._start_accepting_if_started)
+            return None
+
+    def _close_pause(self) -> None:
+        if self._pause is not None:
+            self._pause.close()
+            self._pause = None
+
+    def close(self) -> None:
+        self._close_pause()
+        super().close()
+
+
 class _PublishTimer:
     """The read deadline of one publish connection, as a loop timer (a hub callback: it only
     writes what the core answers and closes, which wakes the greenlet reading the socket)."""
@@ -254,7 +289,7 @@ class Server(NodeServer):
         )
         self._group = gevent.pool.Group()  # flows and other helper greenlets
         self.socket_greenlets = gevent.pool.Pool()  # one per client or publisher socket
-        self._servers: list[gevent.server.StreamServer] = []
+        self._servers: list[_Listener] = []
         self._broker_timer: Any = None
         self._watcher: gevent.Greenlet | None = None
         self.publish_connections: set[_Writer] = set()
@@ -268,15 +303,25 @@ class Server(NodeServer):
         if self.engine_driver is not None:
             self.engine_driver.start()
         for host, port in self.config.listen:
-            server = gevent.server.StreamServer(
-                (host, port), self._serve_client, backlog=4096, spawn=self.socket_greenlets
+            server = _Listener(
+                self.node,
+                "client",
+                (host, port),
+                self._serve_client,
+                backlog=4096,
+                spawn=self.socket_greenlets,
             )
             server.start()
             self._servers.append(server)
             self.listen_addresses.append(server.address[:2])
         host, port = self.config.publish_listen
-        server = gevent.server.StreamServer(
-            (host, port), self._serve_publisher, backlog=1024, spawn=self.socket_greenlets
+        server = _Listener(
+            self.node,
+            "publish",
+            (host, port),
+            self._serve_publisher,
+            backlog=1024,
+            spawn=self.socket_greenlets,
         )
         server.start()
         self._servers.append(server)

@@ -197,7 +197,7 @@ class ProxyConnection:
 
     def connection_made(self) -> bool:
         """Count the connection in; False (after answering 503) when over --max-connections."""
-        if len(self.node.connections) >= self.config.max_connections:
+        if len(self.node.connections) >= self.node.max_connections:
             # over the limit: a short answer rather than a silent reset, then close
             self.io.write(_OVERLOADED)
             self.closed = True

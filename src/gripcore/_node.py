@@ -22,6 +22,7 @@ publishes between slices, so under load each connection's write carries more ite
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 from collections.abc import Callable, Generator, Iterable, Sequence
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
     from ._connection import OriginWsLink, ProxyConnection
 
 __all__ = [
+    "ACCEPT_RESOURCE_ERRORS",
     "FLUSH_SLICE",
     "Answer",
     "ClientWritable",
@@ -85,6 +87,20 @@ _PUBLISH_TIMEOUT = (
 )
 # Bytes read and dropped after an early error answer before closing anyway (lingering close).
 PUBLISH_LINGER_LIMIT = 64 * 1024 * 1024
+
+# Accept errors that mean the process (or the system) is out of descriptors or socket memory:
+# the listener stays readable, so retrying at once spins. The listener pauses instead.
+ACCEPT_RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# How long a listener stops accepting after such an error: long enough not to spin on a full
+# backlog, short enough that clients waiting in it are served soon after connections close
+# (libuv and gevent back off for up to a second; asyncio waits one).
+ACCEPT_PAUSE = 0.25
+# While accepts keep failing, one log line per listener per this many seconds (the count is in
+# /metrics: gripcore_accept_pauses_total).
+ACCEPT_LOG_INTERVAL = 10.0
+# Descriptors kept back from client connections when --max-connections is fitted to the
+# descriptor limit: listeners, logs, Redis and worker relays, idle origin sockets, files.
+DESCRIPTOR_RESERVE = 64
 
 # Connections written per flush slice: ~5 ms of writes, so publishes are read between slices.
 FLUSH_SLICE = 512
@@ -270,6 +286,9 @@ class ProxyNode:
         self.link_hosts = [parse_listen(h, "") for h in config.allow_link_host]
         self._dirty: dict[ProxyConnection, None] = {}
         self._flush_since: float | None = None
+        self.max_connections = config.max_connections
+        """--max-connections, lowered by `fit_descriptor_limit` to what the process can open."""
+        self._accept_logged: dict[str, float] = {}
         self._define_metrics()
 
     # --- metrics ---
@@ -359,6 +378,10 @@ class ProxyNode:
             "Resumes from history, by whether the last event id was found.",
             lambda: [(("found",), engine.resumes), (("missed",), engine.resume_misses)],
             ("result",),
+        )
+        self.accept_pauses = m.counter(
+            "accept_pauses_total",
+            "Times a listener paused accepting: out of descriptors or socket memory (EMFILE...).",
         )
         self.slow_consumers = m.counter(
             "slow_consumer_closes_total", "Connections closed because their output buffer was full."
@@ -544,6 +567,42 @@ class ProxyNode:
             return response, target
         assert last is not None  # a route has at least one target (RoutesError otherwise)
         raise last
+
+    def fit_descriptor_limit(self, nofile: int | None) -> None:
+        """Lower `max_connections` to fit `nofile` descriptors (the soft RLIMIT_NOFILE; None:
+        unlimited), so that the 503 of --max-connections engages before accepts fail with
+        EMFILE: minus DESCRIPTOR_RESERVE and the publish connections, and a quarter of the rest
+        for the origin side (a proxied request holds a second descriptor toward its origin)."""
+        if nofile is None:
+            return
+        budget = nofile - DESCRIPTOR_RESERVE - self.config.max_publish_connections
+        fit = max(1, budget - budget // 4)
+        if fit < self.max_connections:
+            self.max_connections = fit
+            log.warning(
+                "--max-connections lowered to %d to fit the descriptor limit (%d open files); "
+                "raise it (ulimit -n) for more",
+                fit,
+                nofile,
+            )
+
+    def accept_failed(self, listener: str, error: OSError) -> float:
+        """A listener's accept failed for lack of resources (ACCEPT_RESOURCE_ERRORS): count it,
+        log it once per ACCEPT_LOG_INTERVAL per listener, and return how long to pause it."""
+        self.accept_pauses.inc()
+        now = self.clock()
+        last = self._accept_logged.get(listener)
+        if last is None or now - last >= ACCEPT_LOG_INTERVAL:
+            self._accept_logged[listener] = now
+            log.warning(
+                "%s listener cannot accept (%s): pausing it %.2f s at a time (logged at most "
+                "every %.0f s; gripcore_accept_pauses_total counts them)",
+                listener,
+                error.strerror or error,
+                ACCEPT_PAUSE,
+                ACCEPT_LOG_INTERVAL,
+            )
+        return ACCEPT_PAUSE
 
     def connection_id(self) -> str:
         return self.random_bytes(16).hex()
