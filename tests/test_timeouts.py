@@ -223,3 +223,36 @@ def test_bytes_pipelined_while_busy_do_not_start_a_head_timeout() -> None:
     conn.receive_data(b"Host: x\r\n\r\n")
     h.run(io)
     assert io.take().endswith(b"two")
+
+
+# --- the descriptor limit ---
+
+
+def test_max_connections_is_fitted_to_the_descriptor_limit() -> None:
+    h = Harness(routes=(ROUTE,), max_connections=1000, max_publish_connections=8)
+    h.node.fit_descriptor_limit(None)  # unlimited
+    assert h.node.max_connections == 1000
+    h.node.fit_descriptor_limit(100_000)  # room for more than asked
+    assert h.node.max_connections == 1000
+    h.node.fit_descriptor_limit(200)  # 200 - 64 - 8 = 128, a quarter of it for origins
+    assert h.node.max_connections == 96
+    h.node.fit_descriptor_limit(10)
+    assert h.node.max_connections == 1
+
+
+def test_accept_failures_pause_and_log_once_per_interval(caplog: pytest.LogCaptureFixture) -> None:
+    import errno
+
+    from gripcore._node import ACCEPT_LOG_INTERVAL, ACCEPT_PAUSE
+
+    h = Harness(routes=(ROUTE,))
+    error = OSError(errno.EMFILE, "Too many open files")
+    with caplog.at_level("WARNING", logger="gripcore"):
+        for _ in range(100):
+            assert h.node.accept_failed("client", error) == ACCEPT_PAUSE
+        h.node.accept_failed("publish", error)
+        h.clock.advance(ACCEPT_LOG_INTERVAL)
+        h.node.accept_failed("client", error)
+    logged = [r.getMessage() for r in caplog.records if "cannot accept" in r.getMessage()]
+    assert len(logged) == 3 and "Too many open files" in logged[0]
+    assert b"gripcore_accept_pauses_total 102" in h.node.metrics.render()
