@@ -94,9 +94,9 @@ DEFAULT_ORIGIN_CONNECT_TIMEOUT: Final = 5.0
 # The origin must begin its answer within a minute. Holds do not count: once the origin has
 # answered with a hold instruction, the proxy holds the client, not the origin.
 DEFAULT_ORIGIN_RESPONSE_TIMEOUT: Final = 60.0
-# A request head (and each read of its body) must arrive within a minute, else 408 and close:
-# nginx's client_header_timeout / client_body_timeout. A socket that trickles bytes holds a
-# descriptor and a --max-connections slot; a minute is generous for any real client.
+# A request head must arrive within a minute, and then its body within another, else 408 and
+# close: nginx's client_header_timeout / client_body_timeout. A socket that trickles bytes holds
+# a descriptor and a --max-connections slot; a minute is generous for any real client.
 DEFAULT_CLIENT_HEADER_TIMEOUT: Final = 60.0
 # An idle keep-alive connection (between requests) is closed after 75 s: nginx's
 # keepalive_timeout, longer than browsers keep idle sockets (Chrome 300 s is the exception; it
@@ -689,7 +689,7 @@ OPTIONS: Final[tuple[Option, ...]] = (
     ),
     _seconds(
         "client_header_timeout",
-        "time for a request head (and each body read) to arrive on either listener, else 408",
+        "time for a request head, then for its body, to arrive on either listener, else 408",
         exclusive=True,
     ),
     _seconds(

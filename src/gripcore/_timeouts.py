@@ -6,10 +6,15 @@ byte a second, or opens and stays silent, would otherwise hold a descriptor and 
 
     FIRST    a new connection, nothing read yet       client_header_timeout, then close quietly
     HEAD     part of a request head read              client_header_timeout, then 408 and close
-    BODY     reading a request body                   client_header_timeout since the last read
+    BODY     reading a request body                   client_header_timeout since the head, 408
     IDLE     between requests (keep-alive)            keepalive_timeout, then close quietly
     BUSY     a request is being answered, or held     none: holds have timers of their own
     LINGER   after an early error answer              linger_timeout, then close
+
+The body gets its own whole timeout rather than one per read (nginx's client_body_timeout):
+a client trickling a byte a second would otherwise hold a connection for as many seconds as
+the body limit has bytes; bodies are bounded (--max-request-body, --max-publish-body), so any
+real client sends one well within a minute.
 
 Time is the caller's `now` (the driver's clock); `deadline()` says when to look again and
 `expired(now)` which phase ran out (None before its deadline). The caller arms one timer.
@@ -46,12 +51,10 @@ class ReadDeadlines:
         self.since = now
 
     def bytes_received(self, now: float) -> None:
-        """Request bytes arrived: a head begins, or a body makes progress."""
+        """Request bytes arrived: a head begins (nothing moves within a head or a body)."""
         phase = self.phase
         if phase is ReadPhase.FIRST or phase is ReadPhase.IDLE:
             self.phase, self.since = ReadPhase.HEAD, now
-        elif phase is ReadPhase.BODY:
-            self.since = now
 
     def head_received(self, now: float) -> None:
         """A whole request head was read: its body (if any) follows."""
