@@ -35,9 +35,10 @@ def descriptor_limit() -> int | None:
     return None if soft == resource.RLIM_INFINITY else soft
 
 
-def system_node(config: Config, clock: Callable[[], float]) -> ProxyNode:
-    """A node on this machine: `clock` is the driver's (the base of its timers); its
-    --max-connections fitted to the descriptor limit."""
+def system_node(config: Config, clock: Callable[[], float], *, accepts: bool = True) -> ProxyNode:
+    """A node on this machine: `clock` is the driver's (the base of its timers). A driver that
+    `accepts` client sockets itself gets --max-connections fitted to the descriptor limit (an
+    embedded one's server owns its sockets and limits)."""
     node = ProxyNode(
         config,
         clock=clock,
@@ -46,5 +47,6 @@ def system_node(config: Config, clock: Callable[[], float]) -> ProxyNode:
         is_file=os.path.isfile,
         random_bytes=os.urandom,
     )
-    node.fit_descriptor_limit(descriptor_limit())
+    if accepts:
+        node.fit_descriptor_limit(descriptor_limit())
     return node

@@ -228,16 +228,24 @@ def test_bytes_pipelined_while_busy_do_not_start_a_head_timeout() -> None:
 # --- the descriptor limit ---
 
 
-def test_max_connections_is_fitted_to_the_descriptor_limit() -> None:
+def test_max_connections_is_fitted_to_the_descriptor_limit(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     h = Harness(routes=(ROUTE,), max_connections=1000, max_publish_connections=8)
     h.node.fit_descriptor_limit(None)  # unlimited
     assert h.node.max_connections == 1000
     h.node.fit_descriptor_limit(100_000)  # room for more than asked
     assert h.node.max_connections == 1000
-    h.node.fit_descriptor_limit(200)  # 200 - 64 - 8 = 128, a quarter of it for origins
-    assert h.node.max_connections == 96
-    h.node.fit_descriptor_limit(10)
-    assert h.node.max_connections == 1
+    with caplog.at_level("INFO", logger="gripcore"):
+        h.node.fit_descriptor_limit(200)  # 200 - 64 - 8 = 128, a quarter of it for origins
+        assert h.node.max_connections == 96
+        h.node.fit_descriptor_limit(10)
+        assert h.node.max_connections == 1
+        default = Harness(routes=(ROUTE,), max_publish_connections=8)
+        default.node.fit_descriptor_limit(200)
+        assert default.node.max_connections == 96
+    # lowering a value someone chose is a warning; fitting the default ceiling is not
+    assert [r.levelname for r in caplog.records] == ["WARNING", "WARNING", "INFO"]
 
 
 def test_accept_failures_pause_and_log_once_per_interval(caplog: pytest.LogCaptureFixture) -> None:

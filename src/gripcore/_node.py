@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import h11
 
 from . import _starter
-from ._config import Config, parse_listen
+from ._config import DEFAULT_MAX_CONNECTIONS, Config, parse_listen
 from ._engine import MemoryEngine, RedisEngine, parse_engine_url
 from ._errors import ProtocolError
 from ._history import History
@@ -578,8 +578,11 @@ class ProxyNode:
         budget = nofile - DESCRIPTOR_RESERVE - self.config.max_publish_connections
         fit = max(1, budget - budget // 4)
         if fit < self.max_connections:
+            # the default is only a ceiling: fitting it is news; lowering a chosen value, a warning
+            chosen = self.max_connections != DEFAULT_MAX_CONNECTIONS
             self.max_connections = fit
-            log.warning(
+            log.log(
+                logging.WARNING if chosen else logging.INFO,
                 "--max-connections lowered to %d to fit the descriptor limit (%d open files); "
                 "raise it (ulimit -n) for more",
                 fit,
