@@ -13,6 +13,10 @@ Fan-out: a publish appends encoded items to each subscriber's output buffer and 
 connection dirty; the node asks for one flush pass (`call_soon`), which writes 512 connections
 per loop iteration, so a connection gets one `write()` per pass however many items arrived
 (DESIGN.md, "Data flow of one publish").
+
+Listeners are accepted from here (`Acceptor`), not by `loop.create_server`: out of descriptors,
+asyncio's own accept loop logs a traceback and schedules a retry for every connection waiting
+in the backlog (thousands a second); ours pauses the listener as the node says.
 """
 
 from __future__ import annotations

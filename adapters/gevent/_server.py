@@ -10,7 +10,9 @@ Writes never block the caller. Fan-out passes and timers run as hub callbacks, w
 may not block, so `_Writer.write` sends what the kernel takes at once and queues the rest for a
 writer greenlet; above WRITE_HIGH queued bytes the connection is told to pause (the hub's
 output limit then applies to slow readers), below WRITE_LOW to resume: the asyncio transport's
-write-buffer marks, the same numbers.
+write-buffer marks, the same numbers. A relay waiting for a paused client blocks on
+`ClientIO.writable`. Out of descriptors, a listener pauses as the node says (`_Listener`)
+rather than printing a traceback per failed accept.
 """
 
 from __future__ import annotations
