@@ -246,6 +246,20 @@ def test_slow_request_head_is_closed_after_the_head_timeout() -> None:
         wait_for(lambda: proxy.call(lambda: len(proxy.server.connections)) == 0)
 
 
+def test_a_body_trickled_a_byte_at_a_time_gets_408() -> None:
+    with running_proxy(client_header_timeout=0.5, keepalive_timeout=30) as proxy:
+        client = RawClient(proxy.port)
+        client.send(b"POST /x HTTP/1.1\r\nHost: example.com\r\nContent-Length: 1000\r\n\r\n")
+        deadline = time.monotonic() + 10
+        while b"\r\n\r\n" not in client.buffer and time.monotonic() < deadline:
+            try:
+                client.send(b"b")  # each byte in time, the body as a whole not
+            except OSError:
+                break
+            client.nothing_for(0.1)
+        assert client.read_until(b"\r\n\r\n").startswith(b"HTTP/1.1 408 ")
+
+
 def test_idle_keep_alive_connection_is_closed_but_held_ones_are_not() -> None:
     streams = _stream_origin()
     try:

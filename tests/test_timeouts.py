@@ -69,7 +69,12 @@ def test_a_slow_request_head_gets_408() -> None:
     assert not io.closed and io.timers[-1] == h.clock.now + 7
     h.clock.advance(7)
     conn.on_timer()
-    assert io.take().startswith(REQUEST_TIMEOUT) and io.closed
+    assert io.take().startswith(REQUEST_TIMEOUT) and io.half_closed and not io.closed
+    conn.receive_data(b"Host: x\r\n")  # lingering: discarded
+    assert io.out == b""
+    h.clock.advance(3)
+    conn.on_timer()
+    assert io.closed
 
 
 def test_a_stalled_request_body_gets_408() -> None:
@@ -78,7 +83,9 @@ def test_a_stalled_request_body_gets_408() -> None:
     conn.receive_data(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
     h.clock.advance(10)
     conn.on_timer()
-    assert io.take().startswith(REQUEST_TIMEOUT) and io.closed
+    assert io.take().startswith(REQUEST_TIMEOUT) and io.half_closed
+    conn.eof_received()
+    assert io.closed
 
 
 def test_idle_keep_alive_is_closed_after_its_timeout_not_the_head_timeout() -> None:
@@ -177,7 +184,13 @@ def test_publish_read_timeouts(data: bytes, answer: bytes) -> None:
     assert pc.next_deadline() == h.clock.now + 10
     assert pc.handle_timer(h.clock.now + 5) == (b"", False)
     out, close = pc.handle_timer(h.clock.now + 10)
-    assert out.startswith(answer) and close
+    assert out.startswith(answer)
+    if answer:  # a 408, then lingering until EOF or --linger-timeout
+        assert not close and pc.take_half_close()
+        assert pc.next_deadline() == h.clock.now + 13
+        out, close = pc.handle_timer(h.clock.now + 13)
+    assert out == b"" or out.startswith(answer)
+    assert close
     assert pc.next_deadline() is None
     assert pc.handle_timer(h.clock.now + 100) == (b"", False)
 

@@ -266,6 +266,8 @@ class _PublishTimer:
         self.cancel()
         out, close = self.publisher.handle_timer(time.monotonic())
         self.io.write(out)
+        if self.publisher.take_half_close():
+            self.io.close_write()
         if close:
             self.io.close()
         else:

@@ -313,6 +313,11 @@ class ProxyConnection:
         a close with unread data would reset the connection and lose the answer)."""
         with contextlib.suppress(h11.LocalProtocolError):  # nothing to answer when h11 says so
             self._send_whole(status, h11_reason(status), _TEXT, body, close=True)
+        self._linger()
+
+    def _linger(self) -> None:
+        """After an early answer: end the sending side, discard what still arrives, close at
+        the client's EOF, past LINGER_DISCARD_LIMIT bytes or at --linger-timeout."""
         if self.closed:
             return
         self.reads.linger(self.node.clock())
@@ -337,7 +342,9 @@ class ProxyConnection:
         if phase is ReadPhase.HEAD or phase is ReadPhase.BODY:
             log.info("closing %s: request not received in time (408)", self.peer)
             self._write(_REQUEST_TIMEOUT)
-        self._close()
+            self._linger()  # the client may still be sending: let it read the 408
+        else:
+            self._close()
 
     def _send(self, event: Any) -> None:
         self._write(self.h11.send(event))

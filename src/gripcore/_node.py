@@ -769,10 +769,12 @@ class PublishConnection:
         phase = self.reads.expired(now)
         if phase is None or self._close:
             return b"", False
-        self._close = True
         if phase is ReadPhase.HEAD or phase is ReadPhase.BODY:
             log.info("closing a publish connection: request not received in time (408)")
-            return _PUBLISH_TIMEOUT, True
+            self.reads.linger(now)  # the publisher may still be sending: let it read the 408
+            self._half_close = True
+            return _PUBLISH_TIMEOUT, False
+        self._close = True
         return b"", True
 
     def receive_data(self, data: bytes) -> tuple[bytes, bool]:
