@@ -5,13 +5,14 @@ gevent and ASGI drivers build their node alike."""
 from __future__ import annotations
 
 import os
+import resource
 import time
 from collections.abc import Callable
 
 from gripcore._config import Config
 from gripcore._node import ProxyNode
 
-__all__ = ["file_stamp", "read_file", "system_node"]
+__all__ = ["descriptor_limit", "file_stamp", "read_file", "system_node"]
 
 
 def read_file(path: str) -> bytes:
@@ -28,9 +29,17 @@ def file_stamp(path: str) -> tuple[float, int] | None:
     return st.st_mtime, st.st_size
 
 
-def system_node(config: Config, clock: Callable[[], float]) -> ProxyNode:
-    """A node on this machine: `clock` is the driver's (the base of its timers)."""
-    return ProxyNode(
+def descriptor_limit() -> int | None:
+    """The process's soft RLIMIT_NOFILE (None: unlimited)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def system_node(config: Config, clock: Callable[[], float], *, accepts: bool = True) -> ProxyNode:
+    """A node on this machine: `clock` is the driver's (the base of its timers). A driver that
+    `accepts` client sockets itself gets --max-connections fitted to the descriptor limit (an
+    embedded one's server owns its sockets and limits)."""
+    node = ProxyNode(
         config,
         clock=clock,
         wall_clock=time.time,
@@ -38,3 +47,6 @@ def system_node(config: Config, clock: Callable[[], float]) -> ProxyNode:
         is_file=os.path.isfile,
         random_bytes=os.urandom,
     )
+    if accepts:
+        node.fit_descriptor_limit(descriptor_limit())
+    return node

@@ -20,6 +20,7 @@ from gripcore._config import Config
 from gripcore._connection import OriginWsLink, ProxyConnection
 from gripcore._items import Item, parse_publish_body
 from gripcore._node import (
+    ClientWritable,
     ConnectOriginWebSocket,
     DiscardBody,
     Flow,
@@ -56,6 +57,7 @@ class RecordingIO:
         self.out = bytearray()
         self.closed = False
         self.aborted = False
+        self.half_closed = False  # close_write: lingering after an early error answer
         self.timers: list[float] = []
         self.cancels = 0
         self.flows: list[Flow] = []
@@ -66,6 +68,9 @@ class RecordingIO:
 
     def close(self) -> None:
         self.closed = True
+
+    def close_write(self) -> None:
+        self.half_closed = True
 
     def abort(self) -> None:
         self.aborted = True
@@ -150,6 +155,8 @@ class Origin:
         self.links: list[tuple[ConnectOriginWebSocket, RecordingLink]] = []
         self.connect_errors: list[OriginError | None] = []
         self.on_connect: Callable[[OriginWsLink], None] | None = None
+        self.waited_writable = 0  # ClientWritable operations (a relay waiting for the client)
+        self.on_wait_writable: Callable[[], None] | None = None
 
     def queue(self, *replies: Reply | OriginError | Answerer) -> None:
         self.replies.extend(replies)
@@ -184,6 +191,11 @@ class Origin:
             return None
         if isinstance(op, DiscardBody):
             op.response.discarded = True
+            return None
+        if isinstance(op, ClientWritable):
+            self.waited_writable += 1
+            if self.on_wait_writable is not None:
+                self.on_wait_writable()
             return None
         assert isinstance(op, ConnectOriginWebSocket)
         error = self.connect_errors.pop(0) if self.connect_errors else None

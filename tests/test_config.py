@@ -47,6 +47,7 @@ DEFAULTS: list[tuple[str, object]] = [
     ("adapter", "asyncio"),
     ("workers", 1),
     ("max_connections", 50_000),
+    ("max_publish_connections", 128),
     ("max_connections_per_ip", 0),
     ("new_connections_per_ip", 0.0),
     ("trusted_proxy", ()),
@@ -60,6 +61,9 @@ DEFAULTS: list[tuple[str, object]] = [
     ("message_wait", 5.0),
     ("origin_connect_timeout", 5.0),
     ("origin_response_timeout", 60.0),
+    ("client_header_timeout", 60.0),
+    ("keepalive_timeout", 75.0),
+    ("linger_timeout", 5.0),
     ("shutdown_grace", 10.0),
     ("slow_consumer_policy", "close"),
 ]
@@ -288,6 +292,10 @@ BAD_VALUES: list[tuple[str, str, str]] = [
     ("message_wait", "nan", "must be a number of seconds >= 0, got nan"),
     ("origin_connect_timeout", "0", "must be a number of seconds > 0, got 0.0"),
     ("origin_response_timeout", "inf", "must be a number of seconds > 0, got inf"),
+    ("max_publish_connections", "0", "must be an integer >= 1, got 0"),
+    ("client_header_timeout", "0", "must be a number of seconds > 0, got 0.0"),
+    ("keepalive_timeout", "-1", "must be a number of seconds > 0, got -1.0"),
+    ("linger_timeout", "x", "must be a number of seconds, got 'x'"),
     ("shutdown_grace", "-0.5", "must be a number of seconds >= 0, got -0.5"),
     ("slow_consumer_policy", "drop-newest", "must be one of close, drop-oldest"),
 ]

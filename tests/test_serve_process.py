@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import jwt
@@ -25,9 +25,12 @@ STARTUP_LOG: dict[int, list[str]] = {}
 
 
 def start_serve(
-    *args: str, env: dict[str, str] | None = None
+    *args: str,
+    env: dict[str, str] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> tuple[subprocess.Popen[str], int, int]:
-    """Start `gripcore serve` on ephemeral ports; returns (process, client port, publish port)."""
+    """Start `gripcore serve` on ephemeral ports; returns (process, client port, publish port).
+    `preexec_fn` runs in the child before it starts (e.g. to lower a resource limit)."""
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -46,6 +49,7 @@ def start_serve(
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, **(env or {})},
+        preexec_fn=preexec_fn,
     )
     assert proc.stderr is not None
     deadline = time.monotonic() + 20

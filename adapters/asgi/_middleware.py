@@ -206,7 +206,7 @@ class GripMiddleware(PublishConveniences[int], LoopScheduling):
         self.max_content_size = config.max_content_size
         # the node of `gripcore serve` without its listeners: engine (hub, sequencer), signing,
         # metrics, and the flush passes and broker timer this driver schedules on the loop
-        self.node = system_node(config, _clock)
+        self.node = system_node(config, _clock, accepts=False)
         self.node.schedule_flush = self._schedule_flush
         self.node.set_broker_timer = self._set_broker_timer
         broker = self.node.broker

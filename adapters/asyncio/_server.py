@@ -13,6 +13,10 @@ Fan-out: a publish appends encoded items to each subscriber's output buffer and 
 connection dirty; the node asks for one flush pass (`call_soon`), which writes 512 connections
 per loop iteration, so a connection gets one `write()` per pass however many items arrived
 (DESIGN.md, "Data flow of one publish").
+
+Listeners are accepted from here (`Acceptor`), not by `loop.create_server`: out of descriptors,
+asyncio's own accept loop logs a traceback and schedules a retry for every connection waiting
+in the backlog (thousands a second); ours pauses the listener as the node says.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl as ssl_module
 import sys
 import time
@@ -32,6 +37,8 @@ from gripcore._engine import EngineUnavailable
 from gripcore._errors import ProtocolError
 from gripcore._items import Item
 from gripcore._node import (
+    ACCEPT_RESOURCE_ERRORS,
+    ClientWritable,
     ConnectOriginWebSocket,
     DiscardBody,
     Flow,
@@ -50,7 +57,7 @@ from .._system import file_stamp, system_node
 from ._origin import OriginClient
 from ._redis import RedisDriver
 from ._scheduling import LoopScheduling
-from ._workers import CLIENT_BACKLOG, PUBLISH_BACKLOG, Worker, run_workers
+from ._workers import CLIENT_BACKLOG, PUBLISH_BACKLOG, Worker, _bind, run_workers
 
 __all__ = ["Server", "run"]
 
@@ -64,6 +71,9 @@ WRITE_LOW = 64 * 1024
 # `gripcore serve`'s exit status when the engine (Redis) cannot be reached at start; 2 is for
 # a configuration that cannot work, 1 for anything unexpected.
 EXIT_ENGINE_UNAVAILABLE = 3
+
+# Connections accepted per readiness event of a listener before the loop runs other work.
+ACCEPT_BATCH = 64
 
 # How often the routes file is checked for changes (Pushpin watches it with a 1 s debounce).
 ROUTES_POLL_INTERVAL = 1.0
@@ -92,7 +102,7 @@ class Server(NodeServer, LoopScheduling):
         )
         self._watcher: asyncio.Task[None] | None = None  # the routes-file watcher
         self.publish_connections: set[PublishProtocol] = set()
-        self._servers: list[asyncio.base_events.Server] = []
+        self._servers: list[Acceptor] = []
         self._broker_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.listen_addresses: list[tuple[str, int]] = []
@@ -114,44 +124,34 @@ class Server(NodeServer, LoopScheduling):
         """Listen (on `worker`'s sockets when one of several worker processes, see _workers:
         then only worker 0 has the publish API) and start watching the routes file. Raises
         EngineUnavailable when the engine (Redis) cannot be reached."""
-        loop = asyncio.get_running_loop()
         if self.engine_driver is not None:
             await self.engine_driver.start()
+        # per --listen address: its sockets (one per address the host resolves to)
+        listeners: list[list[socket.socket]] = []
+        publish: list[socket.socket] = []
         if worker is not None:
-            for sock in worker.listen:
-                server = await loop.create_server(
-                    lambda: ClientProtocol(self), sock=sock, backlog=CLIENT_BACKLOG
-                )
-                self._servers.append(server)
-                self.listen_addresses.append(sock.getsockname()[:2])
+            listeners = [[sock] for sock in worker.listen]
+            publish = [worker.publish] if worker.publish is not None else []
         else:
-            for host, port in self.config.listen:
-                server = await loop.create_server(
-                    lambda: ClientProtocol(self),
-                    host,
-                    port,
-                    reuse_address=True,
-                    backlog=CLIENT_BACKLOG,
-                )
-                self._servers.append(server)
-                self.listen_addresses.append(server.sockets[0].getsockname()[:2])
-        if worker is not None and worker.publish is not None:
-            server = await loop.create_server(
-                lambda: PublishProtocol(self), sock=worker.publish, backlog=PUBLISH_BACKLOG
-            )
-            self._servers.append(server)
-            self.publish_address = worker.publish.getsockname()[:2]
-        elif worker is None:
-            host, port = self.config.publish_listen
-            server = await loop.create_server(
-                lambda: PublishProtocol(self),
-                host,
-                port,
-                reuse_address=True,
-                backlog=PUBLISH_BACKLOG,
-            )
-            self._servers.append(server)
-            self.publish_address = server.sockets[0].getsockname()[:2]
+            try:
+                for host, port in self.config.listen:
+                    groups = _bind(host, port, 1, CLIENT_BACKLOG, share=False)
+                    listeners.append([sock for group in groups for sock in group])
+                host, port = self.config.publish_listen
+                groups = _bind(host, port, 1, PUBLISH_BACKLOG, share=False)
+                publish = [sock for group in groups for sock in group]
+            except OSError:
+                for sock in (sock for socks in listeners for sock in socks):
+                    sock.close()
+                raise
+        for socks in listeners:
+            self.listen_addresses.append(socks[0].getsockname()[:2])
+            for sock in socks:
+                self._servers.append(Acceptor(self, sock, "client", lambda: ClientProtocol(self)))
+        for sock in publish:
+            self._servers.append(Acceptor(self, sock, "publish", lambda: PublishProtocol(self)))
+        if publish:
+            self.publish_address = publish[0].getsockname()[:2]
         if self.config.routes_file and not self.config.routes:
             self._watcher = asyncio.ensure_future(self._watch_routes(self.config.routes_file))
 
@@ -180,8 +180,6 @@ class Server(NodeServer, LoopScheduling):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for server in self._servers:
-            await server.wait_closed()
         await self.origin.aclose()
         if self.engine_driver is not None:
             await self.engine_driver.close()
@@ -232,6 +230,8 @@ class Server(NodeServer, LoopScheduling):
             return await anext(op.response, None)
         if isinstance(op, DiscardBody):
             return await op.response.aclose()
+        if isinstance(op, ClientWritable):
+            return await op.io.wait_writable()
         if isinstance(op, OriginRequest):
             t = op.target
             return await self.origin.request(
@@ -265,6 +265,68 @@ class Server(NodeServer, LoopScheduling):
             raise OriginError("connect", str(exc) or type(exc).__name__) from exc
 
 
+class Acceptor:
+    """One listening socket: accepts on the loop's readiness callbacks and hands each socket
+    to the loop as a transport for `factory`'s protocol. Out of descriptors (EMFILE and kin),
+    it stops watching the socket for the pause the node says (`ProxyNode.accept_failed`, which
+    counts and logs it), instead of retrying a listener that stays readable in a busy loop."""
+
+    def __init__(
+        self,
+        server: Server,
+        sock: socket.socket,
+        name: str,
+        factory: Callable[[], asyncio.Protocol],
+    ) -> None:
+        self.server = server
+        self.sock = sock
+        self.name = name
+        self.factory = factory
+        self.loop = asyncio.get_running_loop()
+        self._resume: asyncio.TimerHandle | None = None
+        self._closed = False
+        sock.setblocking(False)
+        self.loop.add_reader(sock.fileno(), self._accept)
+
+    def _accept(self) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError as exc:
+                if exc.errno not in ACCEPT_RESOURCE_ERRORS:
+                    log.warning("%s listener: accept failed: %s", self.name, exc)
+                    return
+                pause = self.server.node.accept_failed(self.name, exc)
+                self.loop.remove_reader(self.sock.fileno())
+                self._resume = self.loop.call_later(pause, self._resume_accepting)
+                return
+            conn.setblocking(False)
+            self.server.spawn(self._connect(conn))
+
+    async def _connect(self, conn: socket.socket) -> None:
+        try:
+            await self.loop.connect_accepted_socket(self.factory, conn)
+        except OSError:  # gone before it was set up
+            conn.close()
+
+    def _resume_accepting(self) -> None:
+        self._resume = None
+        if not self._closed:
+            self.loop.add_reader(self.sock.fileno(), self._accept)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._resume is not None:
+            self._resume.cancel()
+        else:
+            self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+
+
 def _client_ssl(target: Target) -> ssl_module.SSLContext | None:
     if not target.ssl:
         return None
@@ -283,6 +345,8 @@ class ClientProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.conn: ProxyConnection | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._writable = asyncio.Event()  # clear while the transport is over its high mark
+        self._writable.set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = self.transport = cast(asyncio.Transport, transport)  # uvloop: no subclass
@@ -296,14 +360,17 @@ class ClientProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.cancel_timer()
+        self._writable.set()
         if self.conn is not None:
             self.conn.connection_lost()
 
     def pause_writing(self) -> None:
+        self._writable.clear()
         if self.conn is not None:
             self.conn.pause_writing()
 
     def resume_writing(self) -> None:
+        self._writable.set()
         if self.conn is not None:
             self.conn.resume_writing()
 
@@ -325,6 +392,17 @@ class ClientProtocol(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+    def close_write(self) -> None:
+        transport = self.transport
+        if transport is not None:
+            if transport.can_write_eof():
+                transport.write_eof()
+            else:  # TLS: no half-close
+                transport.close()
+
+    async def wait_writable(self) -> None:
+        await self._writable.wait()
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -385,14 +463,21 @@ class PublishProtocol(asyncio.Protocol):
         self.publish = PublishConnection(server.node)
         self.transport: asyncio.Transport | None = None
         self._publishing = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.server.publish_connections.add(self)
+        self._write(*self.publish.connection_made())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.publish_connections.discard(self)
+        self.publish.connection_lost()
         self.transport = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def close(self) -> None:
         if self.transport is not None:
@@ -416,9 +501,27 @@ class PublishProtocol(asyncio.Protocol):
         if close:
             self.transport.close()
             self.transport = None
-        elif self.publish.awaiting is not None and not self._publishing:
+            return
+        if self.publish.take_half_close() and self.transport.can_write_eof():
+            self.transport.write_eof()
+        if self.publish.awaiting is not None and not self._publishing:
             self._publishing = True
             self.server.spawn(self._publish_remote(self.publish.awaiting))
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        """The core's read deadline; a timer set for an earlier time is kept (it re-arms)."""
+        deadline = self.publish.next_deadline()
+        if deadline is None or (self._timer_at is not None and self._timer_at <= deadline):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = asyncio.get_running_loop().call_at(deadline, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = self._timer_at = None
+        self._write(*self.publish.handle_timer(self.server.node.clock()))
 
     async def _publish_remote(self, items: Sequence[Item]) -> None:
         """Publish through the engine, then answer: 200, or 503 when it cannot take them.
@@ -442,9 +545,13 @@ def run(config: Config, *, ready: Callable[[Server], None] | None = None) -> int
 
 
 def _run_loop(main: Coroutine[Any, Any, int]) -> int:
+    # the loop runs outside the `except ImportError` block: inside it, every exception logged
+    # while serving would carry the ImportError as its context
     try:
         import uvloop  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
+        uvloop = None
+    if uvloop is None:
         return asyncio.run(main)
     return int(uvloop.run(main))
 

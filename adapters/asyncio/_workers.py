@@ -193,10 +193,13 @@ class _RelayIn(asyncio.Protocol):
 # ---------------------------------------------------------------- the supervisor
 
 
-def _bind(host: str, port: int, count: int, backlog: int) -> list[list[socket.socket]]:
+def _bind(
+    host: str, port: int, count: int, backlog: int, *, share: bool = True
+) -> list[list[socket.socket]]:
     """For each address `host` resolves to: `count` listening sockets on one port (shared with
-    SO_REUSEPORT), or one socket when the platform has no SO_REUSEPORT."""
-    reuse_port = hasattr(socket, "SO_REUSEPORT")
+    SO_REUSEPORT unless `share` is False), or one socket when the platform has no
+    SO_REUSEPORT."""
+    reuse_port = share and hasattr(socket, "SO_REUSEPORT")
     groups: list[list[socket.socket]] = []
     infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     seen: set[tuple[int, object]] = set()

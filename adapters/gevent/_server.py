@@ -10,7 +10,9 @@ Writes never block the caller. Fan-out passes and timers run as hub callbacks, w
 may not block, so `_Writer.write` sends what the kernel takes at once and queues the rest for a
 writer greenlet; above WRITE_HIGH queued bytes the connection is told to pause (the hub's
 output limit then applies to slow readers), below WRITE_LOW to resume: the asyncio transport's
-write-buffer marks, the same numbers.
+write-buffer marks, the same numbers. A relay waiting for a paused client blocks on
+`ClientIO.writable`. Out of descriptors, a listener pauses as the node says (`_Listener`)
+rather than printing a traceback per failed accept.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from gripcore._engine import EngineUnavailable
 from gripcore._errors import ProtocolError
 from gripcore._items import Item
 from gripcore._node import (
+    ACCEPT_RESOURCE_ERRORS,
+    ClientWritable,
     ConnectOriginWebSocket,
     DiscardBody,
     Flow,
@@ -71,6 +75,7 @@ class _Writer:
         self.pending = bytearray()
         self.closed = False
         self._close_after = False
+        self._shutdown_after = False
         self._drainer: gevent.Greenlet | None = None
 
     def write(self, data: bytes) -> None:
@@ -108,6 +113,8 @@ class _Writer:
             self._drainer = None
         if self._close_after:
             self._hard_close()
+        elif self._shutdown_after:
+            self._shutdown()
 
     def close(self) -> None:
         """Close once what is queued has gone out."""
@@ -115,6 +122,18 @@ class _Writer:
             self._close_after = True
         else:
             self._hard_close()
+
+    def close_write(self) -> None:
+        """End the sending side once what is queued has gone out; reading goes on."""
+        if self.pending and self._drainer is not None:
+            self._shutdown_after = True
+        else:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        if not self.closed:
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(gevent.socket.SHUT_WR)
 
     def abort(self) -> None:
         self.pending.clear()
@@ -142,16 +161,27 @@ class ClientIO(_Writer):
         self.conn: ProxyConnection | None = None
         self._timer: Any = None
         self._paused = False
+        self.writable = gevent.event.Event()  # clear while paused
+        self.writable.set()
 
     def paused(self) -> None:
         if not self._paused and self.conn is not None:
             self._paused = True
+            self.writable.clear()
             self.conn.pause_writing()
 
     def resumed(self) -> None:
         if self._paused and self.conn is not None:
             self._paused = False
+            self.writable.set()
             self.conn.resume_writing()
+
+    def _hard_close(self) -> None:
+        super()._hard_close()
+        self.writable.set()
+
+    def wait_writable(self) -> None:
+        self.writable.wait()
 
     def set_timer(self, deadline: float) -> None:
         self.cancel_timer()
@@ -173,6 +203,77 @@ class ClientIO(_Writer):
         self.server.spawn(self.server.run_flow, flow)
 
 
+class _Listener(gevent.server.StreamServer):  # type: ignore[misc]
+    """A StreamServer that, out of descriptors (EMFILE and kin), pauses for what the node says
+    (`ProxyNode.accept_failed`: counted, logged once per interval) instead of printing a
+    traceback per failed accept."""
+
+    def __init__(self, node: Any, name: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._node = node
+        self._name = name
+        self._pause: Any = None
+
+    def do_read(self) -> Any:
+        try:
+            return super().do_read()
+        except OSError as exc:
+            if exc.errno not in ACCEPT_RESOURCE_ERRORS:
+                raise
+            pause = self._node.accept_failed(self._name, exc)
+            self.stop_accepting()
+            self._close_pause()
+            self._pause = self.loop.timer(pause)
+            self._pause.start(self._start_accepting_if_started)
+            return None
+
+    def _close_pause(self) -> None:
+        if self._pause is not None:
+            self._pause.close()
+            self._pause = None
+
+    def close(self) -> None:
+        self._close_pause()
+        super().close()
+
+
+class _PublishTimer:
+    """The read deadline of one publish connection, as a loop timer (a hub callback: it only
+    writes what the core answers and closes, which wakes the greenlet reading the socket)."""
+
+    def __init__(self, publisher: PublishConnection, io: _Writer) -> None:
+        self.publisher = publisher
+        self.io = io
+        self._timer: Any = None
+        self._at: float | None = None
+
+    def arm(self) -> None:
+        deadline = self.publisher.next_deadline()
+        if deadline is None or (self._at is not None and self._at <= deadline):
+            return
+        self.cancel()
+        self._at = deadline
+        self._timer = gevent.get_hub().loop.timer(max(0.0, deadline - time.monotonic()))
+        self._timer.start(self._fire)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.close()
+            self._timer = None
+        self._at = None
+
+    def _fire(self) -> None:
+        self.cancel()
+        out, close = self.publisher.handle_timer(time.monotonic())
+        self.io.write(out)
+        if self.publisher.take_half_close():
+            self.io.close_write()
+        if close:
+            self.io.close()
+        else:
+            self.arm()
+
+
 class LinkIO(_Writer):
     """The socket of a core `OriginWsLink`."""
 
@@ -192,7 +293,7 @@ class Server(NodeServer):
         )
         self._group = gevent.pool.Group()  # flows and other helper greenlets
         self.socket_greenlets = gevent.pool.Pool()  # one per client or publisher socket
-        self._servers: list[gevent.server.StreamServer] = []
+        self._servers: list[_Listener] = []
         self._broker_timer: Any = None
         self._watcher: gevent.Greenlet | None = None
         self.publish_connections: set[_Writer] = set()
@@ -206,15 +307,25 @@ class Server(NodeServer):
         if self.engine_driver is not None:
             self.engine_driver.start()
         for host, port in self.config.listen:
-            server = gevent.server.StreamServer(
-                (host, port), self._serve_client, backlog=4096, spawn=self.socket_greenlets
+            server = _Listener(
+                self.node,
+                "client",
+                (host, port),
+                self._serve_client,
+                backlog=4096,
+                spawn=self.socket_greenlets,
             )
             server.start()
             self._servers.append(server)
             self.listen_addresses.append(server.address[:2])
         host, port = self.config.publish_listen
-        server = gevent.server.StreamServer(
-            (host, port), self._serve_publisher, backlog=1024, spawn=self.socket_greenlets
+        server = _Listener(
+            self.node,
+            "publish",
+            (host, port),
+            self._serve_publisher,
+            backlog=1024,
+            spawn=self.socket_greenlets,
         )
         server.start()
         self._servers.append(server)
@@ -314,6 +425,8 @@ class Server(NodeServer):
             return op.response.next_chunk()
         if isinstance(op, DiscardBody):
             return op.response.close()
+        if isinstance(op, ClientWritable):
+            return op.io.wait_writable()
         if isinstance(op, OriginRequest):
             t = op.target
             return self.origin.request(
@@ -391,9 +504,13 @@ class Server(NodeServer):
     def _serve_publisher(self, sock: gevent.socket.socket, address: Any) -> None:
         publisher = PublishConnection(self.node)
         io = _Writer(sock)
+        timer = _PublishTimer(publisher, io)
         self.publish_connections.add(io)
         try:
-            while not io.closed:
+            out, close = publisher.connection_made()
+            io.write(out)
+            while not io.closed and not close:
+                timer.arm()
                 try:
                     data = sock.recv(READ_SIZE)
                 except OSError:
@@ -408,10 +525,14 @@ class Server(NodeServer):
                         error = str(exc)
                     out, close = publisher.engine_answered(error)
                 io.write(out)
-                if close or not data:
+                if publisher.take_half_close():
+                    io.close_write()
+                if not data:
                     break
         finally:
+            timer.cancel()
             io.close()
+            publisher.connection_lost()
             self.publish_connections.discard(io)
 
 

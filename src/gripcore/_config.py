@@ -42,9 +42,13 @@ from ._sequencer import DEFAULT_ID_CACHE_TTL, DEFAULT_MESSAGE_WAIT
 
 __all__ = [
     "ADAPTERS",
+    "DEFAULT_CLIENT_HEADER_TIMEOUT",
+    "DEFAULT_KEEPALIVE_TIMEOUT",
+    "DEFAULT_LINGER_TIMEOUT",
     "DEFAULT_LISTEN",
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_PUBLISH_BODY",
+    "DEFAULT_MAX_PUBLISH_CONNECTIONS",
     "DEFAULT_MAX_REQUEST_BODY",
     "DEFAULT_MAX_REQUEST_HEADER_SIZE",
     "DEFAULT_ORIGIN_CONNECT_TIMEOUT",
@@ -91,6 +95,21 @@ DEFAULT_ORIGIN_CONNECT_TIMEOUT: Final = 5.0
 # The origin must begin its answer within a minute. Holds do not count: once the origin has
 # answered with a hold instruction, the proxy holds the client, not the origin.
 DEFAULT_ORIGIN_RESPONSE_TIMEOUT: Final = 60.0
+# A request head must arrive within a minute, and then its body within another, else 408 and
+# close: nginx's client_header_timeout / client_body_timeout. A socket that trickles bytes holds
+# a descriptor and a --max-connections slot; a minute is generous for any real client.
+DEFAULT_CLIENT_HEADER_TIMEOUT: Final = 60.0
+# An idle keep-alive connection (between requests) is closed after 75 s: nginx's
+# keepalive_timeout, longer than browsers keep idle sockets (Chrome 300 s is the exception; it
+# reconnects). Held connections (streams, long-polls, WebSockets) are never idle-closed.
+DEFAULT_KEEPALIVE_TIMEOUT: Final = 75.0
+# After an early error answer (413, 431, 400) the proxy reads and discards what the client is
+# still sending for at most this long before closing, so the client can read the answer instead
+# of a reset: nginx's lingering_timeout (5 s).
+DEFAULT_LINGER_TIMEOUT: Final = 5.0
+# Publish API connections at once: publishers are few and short-lived; the cap keeps a flood of
+# slow publish sockets from taking the descriptors the client side needs.
+DEFAULT_MAX_PUBLISH_CONNECTIONS: Final = 128
 # Pushpin's connmgr shutdown timeout: time for held clients to be told and for writes to drain.
 DEFAULT_SHUTDOWN_GRACE: Final = 10.0
 # Pushpin's shipped config signs every origin request (sig_key=changeme, sig_iss=pushpin), and
@@ -704,7 +723,12 @@ OPTIONS: Final[tuple[Option, ...]] = (
         _parse_int,
         _check_int(1, MAX_WORKERS),
     ),
-    _limit("max_connections", 1, "most client connections at once (per worker)"),
+    _limit(
+        "max_connections",
+        1,
+        "most client connections at once (per worker; lowered to fit the descriptor limit)",
+    ),
+    _limit("max_publish_connections", 1, "most publish API connections at once"),
     _limit(
         "max_connections_per_ip",
         0,
@@ -739,6 +763,21 @@ OPTIONS: Final[tuple[Option, ...]] = (
     _seconds("origin_connect_timeout", "origin connect timeout", exclusive=True),
     _seconds(
         "origin_response_timeout", "time for the origin to begin its response", exclusive=True
+    ),
+    _seconds(
+        "client_header_timeout",
+        "time for a request head, then for its body, to arrive on either listener, else 408",
+        exclusive=True,
+    ),
+    _seconds(
+        "keepalive_timeout",
+        "idle time between requests before a connection is closed",
+        exclusive=True,
+    ),
+    _seconds(
+        "linger_timeout",
+        "after an early error answer, how long to read and discard what the client still sends",
+        exclusive=True,
     ),
     _seconds("shutdown_grace", "time to finish and close connections on stop", exclusive=False),
     Option(
@@ -804,6 +843,7 @@ class Config:
     adapter: str = "asyncio"
     workers: int = 1
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_publish_connections: int = DEFAULT_MAX_PUBLISH_CONNECTIONS
     max_connections_per_ip: int = 0
     new_connections_per_ip: float = 0.0
     trusted_proxy: tuple[str, ...] = ()
@@ -817,6 +857,9 @@ class Config:
     message_wait: float = DEFAULT_MESSAGE_WAIT
     origin_connect_timeout: float = DEFAULT_ORIGIN_CONNECT_TIMEOUT
     origin_response_timeout: float = DEFAULT_ORIGIN_RESPONSE_TIMEOUT
+    client_header_timeout: float = DEFAULT_CLIENT_HEADER_TIMEOUT
+    keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
+    linger_timeout: float = DEFAULT_LINGER_TIMEOUT
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
     slow_consumer_policy: str = "close"
 

@@ -53,6 +53,7 @@ from ._instruct import Instruct, instruct_body_limit, is_grip_response, reason_p
 from ._items import parse_publish_body
 from ._node import (
     Answer,
+    ClientWritable,
     ConnectOriginWebSocket,
     Flow,
     FlowOp,
@@ -66,6 +67,7 @@ from ._originhttp import OriginError
 from ._proxy import Passthrough, classify_response, link_destination, origin_request_headers
 from ._routes import Route, Target
 from ._speedups import encode_ws_frame
+from ._timeouts import ReadDeadlines, ReadPhase
 from ._wsgateway import OriginPost, WebSocketGateway
 from ._wsgrip import (
     AcceptClient,
@@ -86,6 +88,13 @@ _ERROR_BODY = b"Error while proxying to origin.\n"
 _OVERLOADED = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
     b"Content-Length: 26\r\nConnection: close\r\n\r\nToo many open connections\n"
+)
+
+# What a client too slow to send its request head (or body) gets before the close, as nginx's
+# client_header_timeout answers (raw bytes: h11 has no request to answer yet).
+_REQUEST_TIMEOUT = (
+    b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: 16\r\nConnection: close\r\n\r\nRequest timeout\n"
 )
 
 _TEXT = [(b"Content-Type", b"text/plain")]
@@ -131,6 +140,12 @@ def _boundary(
     return guarded
 
 
+# After an early error answer, what the client still sends is read and discarded (lingering
+# close, as nginx) so that it reads the answer rather than a reset; past this many bytes (or
+# --linger-timeout) the connection is closed anyway. 64 MiB covers a publish or upload of any
+# size a client would send before looking at the answer.
+LINGER_DISCARD_LIMIT = 64 * 1024 * 1024
+
 # Bodies of non-GRIP answers up to this size are read whole and sent with a Content-Length;
 # larger ones (and those without a length) are relayed as they arrive.
 RELAY_WHOLE_LIMIT = 1024 * 1024
@@ -151,6 +166,10 @@ class ConnectionIO(Protocol):
 
     def close(self) -> None:
         """Close after what was written has gone out."""
+
+    def close_write(self) -> None:
+        """End the sending side once what was written has gone out (half-close); reading goes
+        on until `close` or `abort`."""
 
     def abort(self) -> None:
         """Drop the connection now, discarding unsent data."""
@@ -234,12 +253,14 @@ class ProxyConnection:
         self.id = node.connection_number()  # names the connection in logs
         self._answering = False  # bytes of the current response went out
         self._must_close = False  # the request's framing was ambiguous: close after answering
+        self.reads = ReadDeadlines(self.config, node.clock())
+        self._discarded = 0  # bytes read and dropped while lingering
 
     # --- driver callbacks ---
 
     def connection_made(self) -> bool:
         """Count the connection in; False (after answering 503) when over --max-connections."""
-        if len(self.node.connections) >= self.config.max_connections:
+        if len(self.node.connections) >= self.node.max_connections:
             # over the limit: a short answer rather than a silent reset, then close
             self.io.write(_OVERLOADED)
             self.closed = True
@@ -260,6 +281,7 @@ class ProxyConnection:
                 return False
             self._limit_key = self.peer
         self.node.connections.add(self)
+        self._arm_read_timer()
         return True
 
     def _release_limits(self) -> None:
@@ -316,12 +338,22 @@ class ProxyConnection:
         if self.ws is not None:
             self._ws_received(data)
             return
+        reads = self.reads
+        if reads.phase is ReadPhase.LINGER:
+            self._discarded += len(data)
+            if self._discarded > LINGER_DISCARD_LIMIT:
+                self._close()
+            return
+        if reads.phase is not ReadPhase.BUSY:
+            reads.bytes_received(self.node.clock())
         self.h11.receive_data(data)  # only buffers: errors come from next_event
         self._process()
 
     @_boundary
     def eof_received(self) -> None:
-        if self.ws is None:
+        if self.reads.phase is ReadPhase.LINGER:
+            self._close()  # the client sent everything and read the answer
+        elif self.ws is None:
             with contextlib.suppress(h11.RemoteProtocolError):
                 self.h11.receive_data(b"")
             if not self.busy:
@@ -331,7 +363,10 @@ class ProxyConnection:
     def on_timer(self) -> None:
         self._timer_at = None
         session = self.session
-        if session is None or self.closed:
+        if self.closed:
+            return
+        if session is None:
+            self._read_timeout()
             return
         now = self.node.clock()
         if isinstance(session, GripWebSocket):
@@ -351,8 +386,10 @@ class ProxyConnection:
                 self._fail(status, h11_reason(status) + b"\n")
                 return
             if event is h11.NEED_DATA or event is h11.PAUSED:
+                self._arm_read_timer()
                 return
             if isinstance(event, h11.Request):
+                self.reads.head_received(self.node.clock())
                 size = len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers)
                 if size > self.config.max_request_header_size:
                     # h11 bounds only incomplete heads; a complete one can still be too large
@@ -373,16 +410,51 @@ class ProxyConnection:
             elif isinstance(event, h11.EndOfMessage):
                 assert self.request is not None
                 self.busy = True
+                self.reads.busy()
+                self._cancel_timer()  # the read timer: holds arm their own
                 self._spawn(self._handle(self.request, bytes(self.body)))
             else:  # h11.ConnectionClosed: the client is done
                 self._close()
                 return
 
     def _fail(self, status: int, body: bytes) -> None:
-        """Answer an unusable request and close the connection."""
+        """Answer an unusable request, then close the connection: after a lingering read of
+        what the client still sends (it may send a whole body before reading the answer, and
+        a close with unread data would reset the connection and lose the answer)."""
         with contextlib.suppress(h11.LocalProtocolError):  # nothing to answer when h11 says so
             self._send_whole(status, h11_reason(status), _TEXT, body, close=True)
-        self._close()
+        self._linger()
+
+    def _linger(self) -> None:
+        """After an early answer: end the sending side, discard what still arrives, close at
+        the client's EOF, past LINGER_DISCARD_LIMIT bytes or at --linger-timeout."""
+        if self.closed:
+            return
+        self.reads.linger(self.node.clock())
+        self._cancel_timer()
+        self.io.close_write()
+        self._arm_read_timer()
+
+    def _arm_read_timer(self) -> None:
+        """Arm the timer for the read deadline (none while a request is answered or held).
+        A timer already set for an earlier time is kept: it fires and re-arms."""
+        deadline = self.reads.deadline()
+        if deadline is not None and (self._timer_at is None or deadline < self._timer_at):
+            self._timer_at = deadline
+            self.io.set_timer(deadline)
+
+    def _read_timeout(self) -> None:
+        """The timer fired with no session: a read deadline may have passed."""
+        phase = self.reads.expired(self.node.clock())
+        if phase is None:
+            self._arm_read_timer()
+            return
+        if phase is ReadPhase.HEAD or phase is ReadPhase.BODY:
+            log.info("closing %s: request not received in time (408)", self.peer)
+            self._write(_REQUEST_TIMEOUT)
+            self._linger()  # the client may still be sending: let it read the 408
+        else:
+            self._close()
 
     def _send(self, event: Any) -> None:
         self._write(self._encode(event))
@@ -485,6 +557,7 @@ class ProxyConnection:
             self.h11.start_next_cycle()
             self.busy = False
             self._answering = False
+            self.reads.idle(self.node.clock())
             self._process()
         else:  # MUST_CLOSE on either side: Connection: close, or HTTP/1.0
             self._close()
@@ -672,6 +745,10 @@ class ProxyConnection:
             h11.Response(status_code=response.status, reason=response.reason, headers=headers)
         )
         while True:
+            if self.paused:
+                # the client's transport is over its high mark: read no more from the origin
+                # until it drains (else one client that does not read buffers the whole body)
+                yield from perform(ClientWritable(self.io))
             chunk = yield from perform(NextChunk(response))
             if chunk is None:
                 break

@@ -22,6 +22,7 @@ publishes between slices, so under load each connection's write carries more ite
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 from collections.abc import Callable, Generator, Iterable, Sequence
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import h11
 
 from . import _starter
-from ._config import Config, parse_listen
+from ._config import DEFAULT_MAX_CONNECTIONS, Config, parse_listen
 from ._engine import MemoryEngine, RedisEngine, parse_engine_url
 from ._errors import ProtocolError
 from ._history import History
@@ -48,13 +49,16 @@ from ._routes import Route, RouteTable, Target, parse_routes
 from ._sequencer import Sequencer
 from ._sig import SigningKey, VerifyKey, is_valid_sig, mint_sig, parse_key_spec, parse_verify_key
 from ._speedups import flush_connections
+from ._timeouts import ReadDeadlines, ReadPhase
 
 if TYPE_CHECKING:
     from ._connection import OriginWsLink, ProxyConnection
 
 __all__ = [
+    "ACCEPT_RESOURCE_ERRORS",
     "FLUSH_SLICE",
     "Answer",
+    "ClientWritable",
     "ConnectOriginWebSocket",
     "DiscardBody",
     "Flow",
@@ -71,6 +75,33 @@ __all__ = [
 log = logging.getLogger("gripcore")
 
 _Driver = TypeVar("_Driver")
+
+# What a publish connection over --max-publish-connections gets before the close.
+_PUBLISH_OVERLOADED = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: 26\r\nConnection: close\r\n\r\nToo many open connections\n"
+)
+# A publisher too slow to send its request (see gripcore._timeouts).
+_PUBLISH_TIMEOUT = (
+    b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: 16\r\nConnection: close\r\n\r\nRequest timeout\n"
+)
+# Bytes read and dropped after an early error answer before closing anyway (lingering close).
+PUBLISH_LINGER_LIMIT = 64 * 1024 * 1024
+
+# Accept errors that mean the process (or the system) is out of descriptors or socket memory:
+# the listener stays readable, so retrying at once spins. The listener pauses instead.
+ACCEPT_RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# How long a listener stops accepting after such an error: long enough not to spin on a full
+# backlog, short enough that clients waiting in it are served soon after connections close
+# (libuv and gevent back off for up to a second; asyncio waits one).
+ACCEPT_PAUSE = 0.25
+# While accepts keep failing, one log line per listener per this many seconds (the count is in
+# /metrics: gripcore_accept_pauses_total).
+ACCEPT_LOG_INTERVAL = 10.0
+# Descriptors kept back from client connections when --max-connections is fitted to the
+# descriptor limit: listeners, logs, Redis and worker relays, idle origin sockets, files.
+DESCRIPTOR_RESERVE = 64
 
 # Connections written per flush slice: ~5 ms of writes, so publishes are read between slices.
 FLUSH_SLICE = 512
@@ -130,6 +161,14 @@ class DiscardBody:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientWritable:
+    """Wait until the client connection `io` may be written again (its transport went below
+    its low mark after `pause_writing`), or is closed. Result: None."""
+
+    io: Any
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectOriginWebSocket:
     """Open a TCP (or TLS) connection to `target` for `link` and attach it (`link.attach`);
     then feed what arrives to `link.data_received` and its end to `link.connection_lost`.
@@ -139,7 +178,9 @@ class ConnectOriginWebSocket:
     link: OriginWsLink
 
 
-FlowOp = OriginRequest | ReadBody | NextChunk | DiscardBody | ConnectOriginWebSocket
+FlowOp = (
+    OriginRequest | ReadBody | NextChunk | DiscardBody | ClientWritable | ConnectOriginWebSocket
+)
 Flow = Generator[FlowOp, Any, None]
 
 
@@ -195,6 +236,8 @@ class ProxyNode:
     upstream_key: VerifyKey | None = field(init=False)
     limits: ClientLimits = field(init=False)
     connections: set[ProxyConnection] = field(init=False, default_factory=set)
+    publish_connections: int = field(init=False, default=0)
+    """Open publish API connections (counted against --max-publish-connections)."""
     closing: bool = field(init=False, default=False)
     metrics: Registry = field(init=False, default_factory=Registry)
     # (default_factory: a function as a plain default would be bound as a method)
@@ -259,6 +302,9 @@ class ProxyNode:
         self._dirty: dict[ProxyConnection, None] = {}
         self._flush_since: float | None = None
         self._connection_numbers = itertools.count(1)
+        self.max_connections = config.max_connections
+        """--max-connections, lowered by `fit_descriptor_limit` to what the process can open."""
+        self._accept_logged: dict[str, float] = {}
         self._define_metrics()
 
     # --- metrics ---
@@ -359,6 +405,10 @@ class ProxyNode:
                 (("rate",), limits.refused_rate),
             ],
             ("limit",),
+        )
+        self.accept_pauses = m.counter(
+            "accept_pauses_total",
+            "Times a listener paused accepting: out of descriptors or socket memory (EMFILE...).",
         )
         self.slow_consumers = m.counter(
             "slow_consumer_closes_total", "Connections closed because their output buffer was full."
@@ -561,6 +611,45 @@ class ProxyNode:
         """A number naming a client connection in logs (1, 2, ... per node)."""
         return next(self._connection_numbers)
 
+    def fit_descriptor_limit(self, nofile: int | None) -> None:
+        """Lower `max_connections` to fit `nofile` descriptors (the soft RLIMIT_NOFILE; None:
+        unlimited), so that the 503 of --max-connections engages before accepts fail with
+        EMFILE: minus DESCRIPTOR_RESERVE and the publish connections, and a quarter of the rest
+        for the origin side (a proxied request holds a second descriptor toward its origin)."""
+        if nofile is None:
+            return
+        budget = nofile - DESCRIPTOR_RESERVE - self.config.max_publish_connections
+        fit = max(1, budget - budget // 4)
+        if fit < self.max_connections:
+            # the default is only a ceiling: fitting it is news; lowering a chosen value, a warning
+            chosen = self.max_connections != DEFAULT_MAX_CONNECTIONS
+            self.max_connections = fit
+            log.log(
+                logging.WARNING if chosen else logging.INFO,
+                "--max-connections lowered to %d to fit the descriptor limit (%d open files); "
+                "raise it (ulimit -n) for more",
+                fit,
+                nofile,
+            )
+
+    def accept_failed(self, listener: str, error: OSError) -> float:
+        """A listener's accept failed for lack of resources (ACCEPT_RESOURCE_ERRORS): count it,
+        log it once per ACCEPT_LOG_INTERVAL per listener, and return how long to pause it."""
+        self.accept_pauses.inc()
+        now = self.clock()
+        last = self._accept_logged.get(listener)
+        if last is None or now - last >= ACCEPT_LOG_INTERVAL:
+            self._accept_logged[listener] = now
+            log.warning(
+                "%s listener cannot accept (%s): pausing it %.2f s at a time (logged at most "
+                "every %.0f s; gripcore_accept_pauses_total counts them)",
+                listener,
+                error.strerror or error,
+                ACCEPT_PAUSE,
+                ACCEPT_LOG_INTERVAL,
+            )
+        return ACCEPT_PAUSE
+
     def connection_id(self) -> str:
         return self.random_bytes(16).hex()
 
@@ -688,8 +777,58 @@ class PublishConnection:
         self.awaiting: list[Item] | None = None
         """Items waiting for a remote engine: the driver publishes them through it, then calls
         `engine_answered` (until then the next pipelined request waits)."""
+        self.reads = ReadDeadlines(node.config, node.clock())
+        self._counted = False
+        self._half_close = False
+        self._discarded = 0
+
+    def connection_made(self) -> tuple[bytes, bool]:
+        """Count the connection in; over --max-publish-connections: a 503 to write, and close."""
+        node = self.node
+        if node.publish_connections >= node.config.max_publish_connections:
+            self._close = True
+            return _PUBLISH_OVERLOADED, True
+        node.publish_connections += 1
+        self._counted = True
+        return b"", False
+
+    def connection_lost(self) -> None:
+        if self._counted:
+            self._counted = False
+            self.node.publish_connections -= 1
+
+    def take_half_close(self) -> bool:
+        """True once after an early error answer: the driver ends its sending side after
+        writing it and reads on (what arrives is discarded) until EOF, a limit or the timer."""
+        half_close, self._half_close = self._half_close, False
+        return half_close
+
+    def next_deadline(self) -> float | None:
+        """When `handle_timer` should be called (a read timeout, see gripcore._timeouts)."""
+        return None if self._close else self.reads.deadline()
+
+    def handle_timer(self, now: float) -> tuple[bytes, bool]:
+        """As `receive_data`: a 408 (a request too slow to arrive), or a quiet close."""
+        phase = self.reads.expired(now)
+        if phase is None or self._close:
+            return b"", False
+        if phase is ReadPhase.HEAD or phase is ReadPhase.BODY:
+            log.info("closing a publish connection: request not received in time (408)")
+            self.reads.linger(now)  # the publisher may still be sending: let it read the 408
+            self._half_close = True
+            return _PUBLISH_TIMEOUT, False
+        self._close = True
+        return b"", True
 
     def receive_data(self, data: bytes) -> tuple[bytes, bool]:
+        reads = self.reads
+        if reads.phase is ReadPhase.LINGER:
+            self._discarded += len(data)
+            if not data or self._discarded > PUBLISH_LINGER_LIMIT:
+                self._close = True
+            return b"", self._close
+        if data and reads.phase is not ReadPhase.BUSY:
+            reads.bytes_received(self.node.clock())
         if not data:  # EOF: answer what is complete, then close
             if self.awaiting is not None:
                 self._eof_pending = True  # closed once the engine's answer is out
@@ -705,7 +844,7 @@ class PublishConnection:
                 self.h11.receive_data(data)
                 self._process()
             except h11.RemoteProtocolError as exc:
-                self._answer(exc.error_status_hint, b"text/plain", f"{exc}\n".encode(), close=True)
+                self._answer(exc.error_status_hint, b"text/plain", f"{exc}\n".encode())
         return self._output()
 
     def _output(self) -> tuple[bytes, bool]:
@@ -721,6 +860,7 @@ class PublishConnection:
             if event is h11.NEED_DATA or event is h11.PAUSED:
                 return
             if isinstance(event, h11.Request):
+                self.reads.head_received(self.node.clock())
                 self.request = event
                 self.body = bytearray()
                 length = _header(event.headers, b"content-length")
@@ -729,19 +869,18 @@ class PublishConnection:
                     and length is None
                     and _header(event.headers, b"transfer-encoding") is None
                 ):
-                    self._answer(
-                        411, b"text/plain", b"Request requires Content-Length.\n", close=True
-                    )
+                    self._answer(411, b"text/plain", b"Request requires Content-Length.\n")
                     return
                 if limit and length is not None and length.isdigit() and int(length) > limit:
-                    self._answer(413, b"text/plain", too_large, close=True)
+                    self._answer(413, b"text/plain", too_large)
                     return
             elif isinstance(event, h11.Data):
                 self.body += event.data
                 if limit and len(self.body) > limit:
-                    self._answer(413, b"text/plain", too_large, close=True)
+                    self._answer(413, b"text/plain", too_large)
                     return
             elif isinstance(event, h11.EndOfMessage):
+                self.reads.busy()
                 if self._handle() or not self._next_cycle():
                     return
             else:  # h11.ConnectionClosed
@@ -782,6 +921,7 @@ class PublishConnection:
             return False
         if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
             self.h11.start_next_cycle()
+            self.reads.idle(self.node.clock())
             return True
         return False
 
@@ -803,8 +943,14 @@ class PublishConnection:
             self._process()
         return self._output()
 
-    def _answer(self, status: int, ctype: bytes, body: bytes, *, close: bool = False) -> None:
-        self._send_response(status, [(b"Content-Type", ctype)], body, close=close)
+    def _answer(self, status: int, ctype: bytes, body: bytes) -> None:
+        """An early error answer: then the connection closes, after a lingering read of what
+        the publisher still sends (else a close with unread data resets the connection and
+        the publisher sees a network error instead of this answer)."""
+        self._send_response(status, [(b"Content-Type", ctype)], body, close=True)
+        self._close = False  # closed once lingering ends (receive_data, handle_timer)
+        self.reads.linger(self.node.clock())
+        self._half_close = True
 
     def _send_response(
         self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, *, close: bool = False
