@@ -25,6 +25,7 @@ from gripcore._holds import (
 from gripcore._hub import FilterFailed, Framing, Hub, Subscriber, Transport
 from gripcore._instruct import Channel, Instruct, KeepAlive, Link
 from gripcore._items import HttpResponseFormat, HttpStreamFormat, Item
+from gripcore._speedups import encode_chunk
 
 H = list[tuple[bytes, bytes]]
 
@@ -608,3 +609,54 @@ def test_stream_hold_sweep(steps: list[str]) -> None:
         else:
             assert hold.next_deadline() is not None  # the keep-alive always needs a timer
     assert gone_fired == (1 if hold.done else 0)
+
+
+# --- build-id on the stream's own bodies (Pushpin's ProxyContent filters) ------------------
+
+ES_CHANNELS = (Channel("events-x", prev_id="3", filters=("build-id", "skip-users")),)
+
+
+def test_initial_and_next_link_bodies_go_through_build_id() -> None:
+    """django-eventstream escapes `%` in the events of its own bodies for build-id: `%%` must
+    reach the client as `%`. A next-link answer is filtered with the filters in force when it
+    was asked for."""
+    instruct = stream_instruct(
+        hold=None,
+        channels=ES_CHANNELS,
+        body=b"data: 100%% %%(user)s %(lit)I\n\n",
+        meta={"id_format": "x:%(events-x)s"},
+        next_link=Link("http://example.com/n1"),
+    )
+    _hub, sub, hold = new_stream(instruct)
+    assert sub.take_output() == encode_chunk(b"data: 100% %(user)s lit\n\n")
+    assert hold.take_actions() == [FetchNextLink("http://example.com/n1", [])]
+    answer = stream_instruct(channels=(Channel("events-x", prev_id="4"),), body=b"50%%")
+    assert hold.next_link_response(answer, now=1.0) == [
+        EndStream("channel 'events-x' specifies prev-id, but no next link found")
+    ]
+    assert sub.take_output() == b"3\r\n50%\r\n"
+
+
+def test_a_body_build_id_cannot_render_ends_the_stream() -> None:
+    """No prev-ids reach the body filter (as in Pushpin), so a bare `%I` is an error."""
+    instruct = stream_instruct(channels=ES_CHANNELS, body=b"id: %I\n", meta={"id_format": "x"})
+    _hub, sub, hold = new_stream(instruct, debug=True)
+    message = "filter error: No ID specified and no default ID in context at position 5"
+    assert hold.take_actions() == [EndStream(message)]
+    assert hold.done and not sub.channels
+    assert sub.take_output() == encode_chunk(f"\n\n{message}\n".encode())
+
+
+def test_a_next_link_body_build_id_cannot_render_ends_the_stream() -> None:
+    instruct = stream_instruct(
+        channels=ES_CHANNELS,
+        meta={"id_format": "x"},
+        next_link=Link("http://example.com/n", timeout=60),
+    )
+    _hub, _sub, hold = new_stream(instruct)
+    hold.handle_timer(60.0)
+    assert hold.state is HoldState.WAITING_ORIGIN
+    answer = stream_instruct(body=b"%I")
+    message = "filter error: No ID specified and no default ID in context at position 1"
+    assert hold.next_link_response(answer, now=61.0) == [EndStream(message)]
+    assert hold.done

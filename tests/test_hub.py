@@ -329,3 +329,91 @@ def test_ws_item_with_content_filters_skips_unfiltered_subscribers() -> None:
     variant = WsMessageFormat(content=b"%(name)s", content_filters=("var-subst",))
     assert hub.publish(Item(channel="c", ws_message=variant)).delivered == 0
     assert not plain.pending
+
+
+# --- the order Pushpin 1.36 applies: prev-id first, then filters (spec section 2.6) ---------
+
+ES_META = {"user": "anonymous", "id_format": "room:%(events-room)s"}
+
+
+def eventstream_subscriber(hub: Hub, room: str = "room", **meta: str) -> Subscriber:
+    """A stream subscribed as django-eventstream subscribes its clients (its instruct)."""
+    sub = Subscriber(Transport.STREAM, meta={**ES_META, **meta})
+    hub.subscribe(sub, f"events-{room}", filters=("build-id", "skip-users"), prev_id="0")
+    hub.subscribe(sub, "user-anonymous", filters=("require-sub",))
+    return sub
+
+
+def es_event(n: int, data: str, **kw: object) -> Item:
+    """A django-eventstream publish: `%I` for the id line, build-id content filter."""
+    content = f"event: message\nid: %I\ndata: {data}\n\n".encode()
+    return Item(
+        channel="events-room",
+        id=str(n),
+        prev_id=str(n - 1),
+        http_stream=HttpStreamFormat(content=content, content_filters=("build-id",)),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_build_id_renders_the_delivered_items_own_id() -> None:
+    hub = Hub()
+    sub = eventstream_subscriber(hub)
+    hub.publish(es_event(1, "one"))
+    hub.publish(es_event(2, "two"))
+    out = sub.take_output()
+    assert b"id: room:1\ndata: one" in out and b"id: room:2\ndata: two" in out
+    assert sub.channels["events-room"].prev_id == "2"
+    assert sub.events == []
+
+
+def test_an_item_a_filter_drops_still_advances_the_prev_id() -> None:
+    hub = Hub()
+    sub = eventstream_subscriber(hub)
+    other = eventstream_subscriber(hub)
+    other.meta["user"] = "someone"
+    hub.publish(es_event(1, "skipped", meta={"skip_users": "x, anonymous"}))
+    assert sub.outbuf == bytearray() and sub.channels["events-room"].prev_id == "1"
+    assert b"id: room:1\ndata: skipped" in other.take_output()
+    hub.publish(es_event(2, "next"))  # follows the skipped one: no gap, no recovery
+    assert sub.events == []
+    assert b"id: room:2\ndata: next" in sub.take_output()
+
+
+def test_a_close_goes_only_where_the_delivery_filters_let_it() -> None:
+    """django-eventstream's kick: a close on the user's channel with require_sub ends only the
+    streams subscribed to the forbidden channel."""
+    hub = Hub()
+    forbidden = eventstream_subscriber(hub, "a")
+    other = eventstream_subscriber(hub, "b")
+    meta = {"require_sub": "events-a"}
+    hub.publish(
+        Item(channel="user-anonymous", meta=meta, http_stream=HttpStreamFormat(content=b"err"))
+    )
+    hub.publish(
+        Item(channel="user-anonymous", meta=meta, http_stream=HttpStreamFormat(action="close"))
+    )
+    assert forbidden.take_output() == b"3\r\nerr\r\n"
+    assert forbidden.take_events() == [CloseRequested("user-anonymous")]
+    assert not forbidden.channels
+    assert other.outbuf == bytearray() and other.events == []
+    assert set(other.channels) == {"events-b", "user-anonymous"}
+
+
+def test_a_hint_a_filter_drops_is_ignored() -> None:
+    hub = Hub()
+    poll = Subscriber(Transport.RESPONSE, meta={"user": "u1"})
+    hub.subscribe(poll, "c", filters=("skip-users",))
+    hint = HttpResponseFormat(action="hint")
+    hub.publish(Item(channel="c", meta={"skip_users": "u1"}, http_response=hint))
+    assert poll.events == []
+    hub.publish(Item(channel="c", meta={"skip_users": "u2"}, http_response=hint))
+    assert poll.take_events() == [HintReceived("c")]
+
+
+def test_a_gap_is_detected_before_any_filter_runs() -> None:
+    hub = Hub()
+    sub = eventstream_subscriber(hub)
+    hub.publish(es_event(3, "late", meta={"skip_users": "anonymous"}))
+    assert sub.take_events() == [GapDetected("events-room", "0", "2")]
+    assert sub.channels["events-room"].prev_id == "0"

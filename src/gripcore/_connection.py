@@ -25,6 +25,7 @@ import contextlib
 import logging
 from collections.abc import Generator, Sequence
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import h11
 from wsproto.connection import Connection as WsConnection
@@ -368,15 +369,25 @@ class ProxyConnection:
         *,
         websocket: bool = False,
         extra: Sequence[tuple[bytes, bytes]] = (),
+        link: str | None = None,
     ) -> list[tuple[bytes, bytes]]:
+        """Headers of an origin request for `request`. With `link` (a next-link URL), the
+        request is the proxy's own, as Pushpin makes it: none of the client's headers (its
+        Cookie, Last-Event-ID, ...) go along, only a Host for the link and the GRIP headers."""
         grip = route is None or not route.no_grip
         host = None
         if route is not None and route.as_host:
             host = route.as_host.encode("latin-1")
+        client_headers: Sequence[tuple[bytes, bytes]] = request.headers
+        peer = self.peer
+        if link is not None:
+            link_host = urlsplit(link).netloc.encode("latin-1")
+            client_headers = [(b"Host", link_host or _host_of(request.headers).encode("latin-1"))]
+            peer = ""
         return origin_request_headers(
-            request.headers,
+            client_headers,
             body_length=body_length,
-            peer=self.peer,
+            peer=peer,
             grip=grip,
             sig_token=self.node.sign(route) if grip else None,
             websocket=websocket,
@@ -721,7 +732,9 @@ class ProxyConnection:
         destination = self._link_destination(action.url)
         if destination is not None or self.node.routes is None:
             target, path = destination if destination is not None else (None, action.url.encode())
-            headers = self._request_headers(self._route, request, 0, extra=action.grip_last)
+            headers = self._request_headers(
+                self._route, request, 0, extra=action.grip_last, link=action.url
+            )
             headers = [(n, v) for n, v in headers if n.lower() != b"content-length"]
             try:
                 response, _ = yield from self.node.call_origin(

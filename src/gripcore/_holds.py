@@ -28,7 +28,8 @@ import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from ._errors import LocalProtocolError
+from ._errors import FilterError, LocalProtocolError
+from ._filters import filter_response_body
 from ._hub import (
     BufferOverflow,
     CloseRequested,
@@ -176,7 +177,10 @@ class _Hold:
         self.gone_link = instruct.gone_link.url if instruct.gone_link is not None else None
         subscriber.channel_prefix = channel_prefix
         subscriber.meta.update(instruct.meta)
-        self._subscribe(instruct)
+        if instruct.hold is not None:
+            # a non-hold with a next link subscribes to nothing (Pushpin keeps its channel
+            # table empty until a hold): its next-link request carries no Grip-Last
+            self._subscribe(instruct)
 
     def _subscribe(self, instruct: Instruct) -> None:
         """Make the subscriptions those of `instruct` plus the route's implicit channels."""
@@ -335,8 +339,8 @@ class StreamHold(_Hold):
             channel_prefix=channel_prefix,
             implicit_channels=implicit_channels,
         )
-        self._write(instruct.body)
-        self._configure(instruct, now)
+        if self._write_body(instruct.body, instruct):
+            self._configure(instruct, now)
 
     # --- output ---
 
@@ -346,6 +350,18 @@ class StreamHold(_Hold):
     def _write(self, data: bytes) -> None:
         if data:
             self.subscriber.outbuf += self._frame(data)
+
+    def _write_body(self, body: bytes, instruct: Instruct) -> bool:
+        """Write an origin body (the initial one, or a next-link answer's) through the
+        `build-id` filter of `instruct`'s channels, as Pushpin does (`filter_response_body`).
+        A filter error ends the stream (pending: `EndStream`) and returns False."""
+        try:
+            body = filter_response_body((c.filters for c in instruct.channels), instruct.meta, body)
+        except FilterError as exc:
+            self.pending.extend(self._end(f"filter error: {exc}"))
+            return False
+        self._write(body)
+        return True
 
     def wrote(self, now: float) -> None:
         """The adapter wrote stream data: an idle-mode keep-alive starts counting again."""
@@ -436,7 +452,10 @@ class StreamHold(_Hold):
             return self._end("Failed to retrieve next link.")
         if instruct.hold == "response":
             return self._end("Next link returned non-stream hold.")
-        self._write(instruct.body)
+        # Pushpin filters a next-link answer's body with the filters in force when it was asked
+        # for (the previous instruct's), before the answer's own instructions apply
+        if not self._write_body(instruct.body, self.instruct):
+            return self.take_actions()
         self.subscriber.meta.update(instruct.meta)
         if instruct.hold == "stream":
             self._subscribe(instruct)

@@ -46,6 +46,7 @@ from ._errors import FilterError, LocalProtocolError
 from ._filters import (
     FilterContext,
     apply_filters,
+    drops,
     matches_content_filters,
     needs_filtering,
 )
@@ -717,18 +718,30 @@ class Hub:
             fmt = item.ws_message
         if fmt is None:
             return
-        if fmt.action != "send":
-            self._action(sub, item.channel, fmt, result)
-            return
         expected = subscription.prev_id
-        if expected is not None and item.prev_id is not None and item.prev_id != expected:
-            self._emit(sub, GapDetected(item.channel, expected, item.prev_id), result)
+        if expected is not None:
+            if item.prev_id is not None and item.prev_id != expected:
+                self._emit(sub, GapDetected(item.channel, expected, item.prev_id), result)
+                return
+            # Pushpin 1.36 (httpsession.cpp) moves the channel's prev-id to the item's id
+            # before any filter runs: build-id then renders the delivered item's own ID, and an
+            # item a filter drops (skip-users) still advances the sequence, so the next item is
+            # not mistaken for a gap (spec section 2.6, Appendix A item 11).
+            if item.id is not None:
+                subscription.prev_id = item.id
+        filtering = needs_filtering(subscription.filters)
+        if fmt.action != "send":
+            # delivery filters (require-sub, skip-users, skip-self) decide for every action: a
+            # close meant for the connections subscribed to one channel ends only those
+            if filtering and drops(subscription.filters, sub.filter_context(item.meta)):
+                return
+            self._action(sub, item.channel, fmt, result)
             return
         if not matches_content_filters(fmt.content_filters, subscription.filters):
             return
         content: bytes | None
         content = fmt.body if isinstance(fmt, HttpResponseFormat) else fmt.content
-        if needs_filtering(subscription.filters):
+        if filtering:
             # a body-patch has no content yet: the chain still decides whether to deliver
             try:
                 filtered = apply_filters(
@@ -743,8 +756,6 @@ class Hub:
                 return
             if content is not None:
                 content = filtered
-        if expected is not None and item.id is not None:
-            subscription.prev_id = item.id
         if isinstance(fmt, HttpResponseFormat):
             self.remove(sub)
             self._emit(sub, ResponseReady(item.channel, item.id, fmt, content), result)
