@@ -68,6 +68,7 @@ from gripcore._items import Item, parse_item
 from gripcore._proxy import (
     app_request_headers,
     classify_response,
+    link_client_headers,
     local_link_target,
     next_link_instruct,
     origin_request_headers,
@@ -719,11 +720,8 @@ class _HttpRequest(_Session):
         """Call the app with a bodyless request for `target`; its whole answer, or None when
         the app failed or answered with too much."""
         path, _, query = target.partition(b"?")
-        client = [
-            (n, v)
-            for n, v in self.client_headers
-            if n.lower() not in (b"content-length", b"transfer-encoding")
-        ]
+        # none of the client's headers but its Host, as Pushpin makes link requests
+        client = link_client_headers(self.client_headers, "")
         headers = app_request_headers(client, sig_token=self.mw.sign(), extra=extra)
         if method == b"POST":
             headers.append((b"content-length", b"0"))

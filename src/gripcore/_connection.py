@@ -25,7 +25,6 @@ import contextlib
 import logging
 from collections.abc import Generator, Sequence
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import h11
 from wsproto.connection import Connection as WsConnection
@@ -62,7 +61,13 @@ from ._node import (
     read_body,
 )
 from ._originhttp import OriginError
-from ._proxy import Passthrough, classify_response, link_destination, origin_request_headers
+from ._proxy import (
+    Passthrough,
+    classify_response,
+    link_client_headers,
+    link_destination,
+    origin_request_headers,
+)
 from ._routes import Route, Target
 from ._wsgateway import OriginPost, WebSocketGateway
 from ._wsgrip import AcceptClient, CloseClient, GripWebSocket, RejectClient, WebSocketAction
@@ -371,9 +376,9 @@ class ProxyConnection:
         extra: Sequence[tuple[bytes, bytes]] = (),
         link: str | None = None,
     ) -> list[tuple[bytes, bytes]]:
-        """Headers of an origin request for `request`. With `link` (a next-link URL), the
-        request is the proxy's own, as Pushpin makes it: none of the client's headers (its
-        Cookie, Last-Event-ID, ...) go along, only a Host for the link and the GRIP headers."""
+        """Headers of an origin request for `request`. With `link` (a next or gone link URL),
+        the request is the proxy's own, as Pushpin makes it: none of the client's headers go
+        along (`link_client_headers`), only a Host for the link and the GRIP headers."""
         grip = route is None or not route.no_grip
         host = None
         if route is not None and route.as_host:
@@ -381,8 +386,7 @@ class ProxyConnection:
         client_headers: Sequence[tuple[bytes, bytes]] = request.headers
         peer = self.peer
         if link is not None:
-            link_host = urlsplit(link).netloc.encode("latin-1")
-            client_headers = [(b"Host", link_host or _host_of(request.headers).encode("latin-1"))]
+            client_headers = link_client_headers(request.headers, link)
             peer = ""
         return origin_request_headers(
             client_headers,
@@ -770,7 +774,7 @@ class ProxyConnection:
         if destination is None:
             return
         target, path = destination
-        headers = self._request_headers(self._route, request, 0)
+        headers = self._request_headers(self._route, request, 0, link=url)
         try:
             response, _ = yield from self.node.call_origin(
                 self._route, [target], b"POST", path, headers, b""
