@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gripcore import LocalProtocolError
+from gripcore._broker import Broker
 from gripcore._holds import (
     EndStream,
     FetchNextLink,
@@ -660,3 +661,57 @@ def test_a_next_link_body_build_id_cannot_render_ends_the_stream() -> None:
     message = "filter error: No ID specified and no default ID in context at position 1"
     assert hold.next_link_response(answer, now=61.0) == [EndStream(message)]
     assert hold.done
+
+
+def test_items_published_during_a_next_link_request_follow_its_answer() -> None:
+    """Pushpin queues them: those the answer covered are dropped (no duplicate), those after
+    it are delivered after its body (no loss, no wait for the next gap)."""
+    instruct = stream_instruct(
+        channels=(Channel("a", prev_id="1"),), next_link=Link("http://example.com/n")
+    )
+    hub, sub, hold = new_stream(instruct)
+    sub.take_output()
+    hub.publish(stream_item("a", b"late", id="3", prev_id="2"))  # a gap: recover
+    [fetch] = hold.handle_events(sub.take_events())
+    assert isinstance(fetch, FetchNextLink)
+    for n in (2, 3, 4):
+        hub.publish(stream_item("a", b"<%d>" % n, id=str(n), prev_id=str(n - 1)))
+    assert sub.outbuf == bytearray() and sub.events == []
+    answer = stream_instruct(
+        channels=(Channel("a", prev_id="3"),),
+        body=b"<2><3>",
+        next_link=Link("http://example.com/n"),
+    )
+    assert hold.next_link_response(answer, now=1.0) == []
+    assert sub.take_output() == encode_chunk(b"<2><3>") + encode_chunk(b"<4>")
+    assert sub.channels["a"].prev_id == "4"
+
+
+def test_a_first_hold_behind_the_last_delivered_id_recovers_at_once() -> None:
+    """An item went out on the channel before this hold subscribed: its prev-id is stale, so
+    the next link is fetched at once (and the stale last id forgotten), as Pushpin does."""
+    broker = Broker()
+    other = Subscriber(Transport.STREAM)
+    broker.hub.subscribe(other, "p:a")
+    item = Item(channel="p:a", id="8", prev_id="7", http_stream=HttpStreamFormat(content=b"x"))
+    broker.publish([item], now=0.0)
+    assert broker.sequencer.last_id("p:a") == "8"
+    link = Link("http://example.com/n")
+    stale = stream_instruct(channels=(Channel("a", prev_id="7"), Channel("b", prev_id="1")))
+    stale = dataclasses.replace(stale, next_link=link)
+    _, _sub, hold = new_stream(
+        stale, hub=broker.hub, channel_prefix="p:", last_ids=broker.sequencer
+    )
+    assert hold.take_actions() == [
+        FetchNextLink(
+            "http://example.com/n",
+            [(b"Grip-Last", b'a; last-id="7"'), (b"Grip-Last", b'b; last-id="1"')],
+        )
+    ]
+    assert broker.sequencer.last_id("p:a") is None
+    broker.publish([dataclasses.replace(item, id="9", prev_id="8")], now=0.0)
+    current = dataclasses.replace(stale, channels=(Channel("a", prev_id="9"),))
+    _, _, fresh = new_stream(
+        current, hub=broker.hub, channel_prefix="p:", last_ids=broker.sequencer
+    )
+    assert fresh.take_actions() == []  # up to date: held as it is

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from gripcore import LocalProtocolError
 from gripcore._hub import (
+    MAX_QUEUED_ITEMS,
     BufferOverflow,
     ChannelChange,
     CloseRequested,
@@ -417,3 +418,58 @@ def test_a_gap_is_detected_before_any_filter_runs() -> None:
     hub.publish(es_event(3, "late", meta={"skip_users": "anonymous"}))
     assert sub.take_events() == [GapDetected("events-room", "0", "2")]
     assert sub.channels["events-room"].prev_id == "0"
+
+
+# --- items kept while a stream's next-link request is in flight -------------------------------
+
+
+def test_held_items_wait_and_are_released_against_the_new_prev_ids() -> None:
+    hub = Hub()
+    sub = Subscriber(Transport.STREAM)
+    fast = Subscriber(Transport.STREAM)
+    hub.subscribe(sub, "c", prev_id="1")
+    hub.subscribe(sub, "fast")
+    hub.subscribe(fast, "fast")
+    hub.hold_items(sub)
+    hub.hold_items(sub)  # holding again changes nothing
+    for n in range(2, 6):
+        hub.publish(stream_item("c", b"%d" % n, id=str(n), prev_id=str(n - 1)))
+    hub.publish(stream_item("fast", b"f"))  # a fast member while holding is kept too
+    hub.publish(stream_item("gone", b"g"))
+    assert sub.outbuf == bytearray() and sub.events == []
+    assert fast.take_output() == b"1\r\nf\r\n"
+    hub.set_prev_id(sub, "c", "3")  # the next-link answer covered items 2 and 3
+    hub.unsubscribe(sub, "fast")  # and left a channel
+    result = hub.release_items(sub)
+    assert sub.take_output() == b"1\r\n4\r\n1\r\n5\r\n"
+    assert result.delivered == 2 and sub.channels["c"].prev_id == "5"
+    assert sub.queue is None
+    hub.subscribe(sub, "fast")
+    hub.publish(stream_item("fast", b"f"))  # delivered at once again, on the fast path
+    assert sub.take_output() == b"1\r\nf\r\n"
+
+
+def test_a_gap_stops_the_release_and_the_queue_is_bounded() -> None:
+    hub = Hub()
+    sub = Subscriber(Transport.STREAM)
+    hub.subscribe(sub, "c", prev_id="1")
+    hub.hold_items(sub)
+    items = [stream_item("c", b"x", id=str(n), prev_id=str(n - 1)) for n in range(2, 200)]
+    items[1] = stream_item("c", b"x", id="3", prev_id="X")  # breaks the chain after item 2
+    for item in items:
+        hub.publish(item)
+    assert sub.queue is not None and len(sub.queue) == MAX_QUEUED_ITEMS
+    hub.release_items(sub)
+    assert sub.take_output() == b"1\r\nx\r\n"
+    assert sub.take_events() == [GapDetected("c", "2", "X")]
+
+
+def test_remove_forgets_held_items() -> None:
+    hub = Hub()
+    sub = Subscriber(Transport.STREAM)
+    hub.subscribe(sub, "c")
+    hub.hold_items(sub)
+    hub.publish(stream_item("c", b"x"))
+    hub.remove(sub)
+    assert sub.queue is None
+    assert hub.release_items(sub).delivered == 0

@@ -630,7 +630,14 @@ class _HttpRequest(_Session):
             )
             self.started = True
             sub = Subscriber(Transport.STREAM, owner=self, framing=Framing.RAW)
-            self.hold = StreamHold(mw.hub, sub, instruct, loop.time(), debug=mw.debug)
+            self.hold = StreamHold(
+                mw.hub,
+                sub,
+                instruct,
+                loop.time(),
+                debug=mw.debug,
+                last_ids=mw.broker.sequencer,
+            )
             actions = self.hold.take_actions()
         self.sub = sub
         mw.sessions.add(self)

@@ -604,6 +604,7 @@ class ProxyConnection:
             channel_prefix=prefix,
             implicit_channels=implicit,
             debug=debug,
+            last_ids=self.node.broker.sequencer,
         )
         self.session = session
         last_id = resume_id(request.target, request.headers)

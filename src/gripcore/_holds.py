@@ -27,6 +27,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from ._errors import FilterError, LocalProtocolError
 from ._filters import filter_response_body
@@ -54,6 +55,7 @@ __all__ = [
     "FetchNextLink",
     "HoldAction",
     "HoldState",
+    "LastIds",
     "PostGoneLink",
     "Respond",
     "ResponseHold",
@@ -64,6 +66,14 @@ __all__ = [
 
 # A chunked body ends with a zero-size chunk and no trailers (RFC 9112 section 7.1).
 LAST_CHUNK = b"0\r\n\r\n"
+
+
+class LastIds(Protocol):
+    """What a stream hold asks the sequencer (`Sequencer` is one)."""
+
+    def last_id(self, channel: str) -> str | None: ...
+
+    def forget_last_id(self, channel: str) -> None: ...
 
 
 class HoldState(enum.Enum):
@@ -322,7 +332,11 @@ class StreamHold(_Hold):
         channel_prefix: str = "",
         implicit_channels: Sequence[str] = (),
         debug: bool = False,
+        last_ids: LastIds | None = None,
     ) -> None:
+        """`last_ids` is the broker's sequencer: a first hold whose prev-id is not the last
+        id it delivered on the channel is stale (an item went out before the subscription)
+        and fetches its next link at once (`take_actions`), as Pushpin does (spec 3.4 (f))."""
         if subscriber.transport is not Transport.STREAM:
             raise LocalProtocolError("a stream hold needs a STREAM subscriber")
         self.debug = debug
@@ -341,6 +355,19 @@ class StreamHold(_Hold):
         )
         if self._write_body(instruct.body, instruct):
             self._configure(instruct, now)
+        if last_ids is not None and self.state is _HOLDING and instruct.next_link is not None:
+            self._recover_if_stale(instruct, last_ids)
+
+    def _recover_if_stale(self, instruct: Instruct, last_ids: LastIds) -> None:
+        stale = False
+        for channel in instruct.channels:
+            name = self.channel_prefix + channel.name
+            last = last_ids.last_id(name)
+            if channel.prev_id is not None and last is not None and last != channel.prev_id:
+                last_ids.forget_last_id(name)  # every stale channel's, as Pushpin does
+                stale = True
+        if stale:
+            self.pending.append(self._fetch())
 
     # --- output ---
 
@@ -460,6 +487,9 @@ class StreamHold(_Hold):
         if instruct.hold == "stream":
             self._subscribe(instruct)
         self._configure(instruct, now)
+        if self.state is _HOLDING:
+            # what was published during the request, against the answer's prev-ids
+            self.hub.release_items(self.subscriber)
         return self.take_actions()
 
     # --- helpers ---
@@ -468,6 +498,7 @@ class StreamHold(_Hold):
         assert self._next_url is not None
         self._move("fetch")
         self._next_at = None
+        self.hub.hold_items(self.subscriber)
         return FetchNextLink(self._next_url, self.grip_last())
 
     def _end(self, error: str | None, *, abort: bool = False) -> list[HoldAction]:
