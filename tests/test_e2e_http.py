@@ -407,6 +407,40 @@ def test_next_link_requests_carry_none_of_the_clients_headers(
     assert "last-event-id" not in seen[2].headers and "cookie" not in seen[2].headers
 
 
+def test_a_stale_long_poll_is_retried_at_once(
+    origin: Origin, proxy: ProxyThread, client: RawClient
+) -> None:
+    """An item went out on the channel (to another subscriber) after the origin read its last
+    id: the hold's prev-id is behind, so gripcore asks again with Grip-Last at once instead of
+    holding until the timeout (Pushpin does the same)."""
+    seen: list[OriginRequest] = []
+
+    def poll(request: OriginRequest):  # type: ignore[no-untyped-def]
+        seen.append(request)
+        if "grip-last" in request.headers:
+            return 200, [("Content-Type", "text/plain")], b"missed 8\n"
+        headers = [("Grip-Hold", "response"), ("Grip-Channel", "lpst; prev-id=7")]
+        return 200, headers, b"nothing\n"
+
+    origin.routes["/lpst-keep"] = grip([("Grip-Hold", "stream"), ("Grip-Channel", "lpst")])
+    origin.routes["/lpst"] = poll
+    keeper = RawClient(proxy.port)
+    try:
+        keeper.get("/lpst-keep")
+        keeper.read_until(b"\r\n\r\n")
+        wait_for(lambda: subscribers(proxy, "lpst") == 1)
+        item = {"channel": "lpst", "id": "8", "prev-id": "7"}
+        item["formats"] = {"http-stream": {"content": "eight\n"}}
+        publish(proxy.publish_port, [item])
+        keeper.read_until(b"eight\n\r\n")
+        client.get("/lpst")
+        head, body = client.read_response()
+        assert head.startswith(b"HTTP/1.1 200 ") and body == b"missed 8\n"
+        assert seen[-1].headers["grip-last"] == 'lpst; last-id="7"'
+    finally:
+        keeper.close()
+
+
 def test_large_passthrough_body_is_streamed(
     origin: Origin, proxy: ProxyThread, client: RawClient
 ) -> None:

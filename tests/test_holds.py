@@ -715,3 +715,23 @@ def test_a_first_hold_behind_the_last_delivered_id_recovers_at_once() -> None:
         current, hub=broker.hub, channel_prefix="p:", last_ids=broker.sequencer
     )
     assert fresh.take_actions() == []  # up to date: held as it is
+
+
+def test_a_long_poll_behind_the_last_delivered_id_is_retried_at_once() -> None:
+    broker = Broker()
+    other = Subscriber(Transport.STREAM)
+    broker.hub.subscribe(other, "news")
+    item = Item(channel="news", id="8", prev_id="7", http_stream=HttpStreamFormat(content=b"x"))
+    broker.publish([item], now=0.0)
+    sub = Subscriber(Transport.RESPONSE)
+    stale = poll_instruct(channels=(Channel("news", prev_id="7"),))
+    hold = ResponseHold(broker.hub, sub, stale, 0.0, last_ids=broker.sequencer)
+    assert hold.take_actions() == [Retry([(b"Grip-Last", b'news; last-id="7"')])]
+    assert hold.state is HoldState.WAITING_ORIGIN and not sub.channels
+    assert hold.take_actions() == []
+    broker.publish([dataclasses.replace(item, id="9", prev_id="8")], now=0.0)
+    current = poll_instruct(channels=(Channel("news", prev_id="9"),))
+    fresh = ResponseHold(
+        broker.hub, Subscriber(Transport.RESPONSE), current, 0.0, last_ids=broker.sequencer
+    )
+    assert fresh.take_actions() == [] and fresh.state is HoldState.HOLDING

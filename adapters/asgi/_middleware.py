@@ -622,7 +622,10 @@ class _HttpRequest(_Session):
         actions: list[HoldAction] = []
         if instruct.hold == "response":
             sub = Subscriber(Transport.RESPONSE, owner=self)
-            self.hold = ResponseHold(mw.hub, sub, instruct, loop.time())
+            self.hold = ResponseHold(
+                mw.hub, sub, instruct, loop.time(), last_ids=mw.broker.sequencer
+            )
+            actions = self.hold.take_actions()
         else:
             headers = [(n, v) for n, v in _lower(instruct.headers) if n != b"content-length"]
             await self.send(

@@ -579,10 +579,17 @@ class ProxyConnection:
         if instruct.hold == "response":
             sub = Subscriber(Transport.RESPONSE, owner=self)
             self.subscriber = sub
-            self.session = ResponseHold(
-                hub, sub, instruct, now, channel_prefix=prefix, implicit_channels=implicit
+            poll = ResponseHold(
+                hub,
+                sub,
+                instruct,
+                now,
+                channel_prefix=prefix,
+                implicit_channels=implicit,
+                last_ids=self.node.broker.sequencer,
             )
-            self.node.broker.sync()
+            self.session = poll
+            self._perform_hold(poll.take_actions())
             self.flush()
             return
         chunked = self.h11.their_http_version == b"1.1"

@@ -206,6 +206,19 @@ class _Hold:
             # beyond the per-connection limit Pushpin silently truncates HTTP holds
             self.hub.subscribe(self.subscriber, name, filters=filters, prev_id=prev_id)
 
+    def _stale(self, instruct: Instruct, last_ids: LastIds) -> bool:
+        """Whether a channel's prev-id is not the last id delivered on it (an item went out
+        before this hold subscribed). The stale last ids are forgotten, every one of them, as
+        Pushpin does, so the origin's answer is taken as it is."""
+        stale = False
+        for channel in instruct.channels:
+            name = self.channel_prefix + channel.name
+            last = last_ids.last_id(name)
+            if channel.prev_id is not None and last is not None and last != channel.prev_id:
+                last_ids.forget_last_id(name)
+                stale = True
+        return stale
+
     def _move(self, event: str) -> None:
         nxt = _TRANSITIONS.get((self.state, event))
         if nxt is None:
@@ -251,7 +264,11 @@ class ResponseHold(_Hold):
         *,
         channel_prefix: str = "",
         implicit_channels: Sequence[str] = (),
+        last_ids: LastIds | None = None,
     ) -> None:
+        """`last_ids` is the broker's sequencer: a hold whose prev-id is not the last id it
+        delivered on the channel is stale and retried at once (`take_actions`), as Pushpin
+        does (spec 2.1 step 2)."""
         if subscriber.transport is not Transport.RESPONSE:
             raise LocalProtocolError("a response hold needs a RESPONSE subscriber")
         super().__init__(
@@ -262,6 +279,20 @@ class ResponseHold(_Hold):
             implicit_channels=implicit_channels,
         )
         self.deadline: float | None = now + instruct.timeout
+        self.pending: list[HoldAction] = []
+        if last_ids is not None and self._stale(instruct, last_ids):
+            self.pending.append(self._retry())
+
+    def take_actions(self) -> list[HoldAction]:
+        """Actions decided at the start (a retry of a stale hold)."""
+        actions, self.pending = self.pending, []
+        return actions
+
+    def _retry(self) -> Retry:
+        grip_last = self.grip_last()
+        self._move("retry")
+        self.hub.remove(self.subscriber)
+        return Retry(grip_last)
 
     def next_deadline(self) -> float | None:
         return self.deadline if self.state is _HOLDING else None
@@ -292,10 +323,7 @@ class ResponseHold(_Hold):
                 )
                 self._finish(actions)
             elif isinstance(event, HintReceived | GapDetected):
-                grip_last = self.grip_last()
-                self._move("retry")
-                self.hub.remove(self.subscriber)
-                actions.append(Retry(grip_last))
+                actions.append(self._retry())
             # FilterFailed: the item is skipped for this subscriber, the hold goes on
         return actions
 
@@ -355,18 +383,8 @@ class StreamHold(_Hold):
         )
         if self._write_body(instruct.body, instruct):
             self._configure(instruct, now)
-        if last_ids is not None and self.state is _HOLDING and instruct.next_link is not None:
-            self._recover_if_stale(instruct, last_ids)
-
-    def _recover_if_stale(self, instruct: Instruct, last_ids: LastIds) -> None:
-        stale = False
-        for channel in instruct.channels:
-            name = self.channel_prefix + channel.name
-            last = last_ids.last_id(name)
-            if channel.prev_id is not None and last is not None and last != channel.prev_id:
-                last_ids.forget_last_id(name)  # every stale channel's, as Pushpin does
-                stale = True
-        if stale:
+        held = self.state is _HOLDING and instruct.next_link is not None
+        if held and last_ids is not None and self._stale(instruct, last_ids):
             self.pending.append(self._fetch())
 
     # --- output ---
