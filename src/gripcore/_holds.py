@@ -69,7 +69,7 @@ LAST_CHUNK = b"0\r\n\r\n"
 
 
 class LastIds(Protocol):
-    """What a stream hold asks the sequencer (`Sequencer` is one)."""
+    """What a hold asks the sequencer (`Sequencer` is one): is its prev-id stale?"""
 
     def last_id(self, channel: str) -> str | None: ...
 
