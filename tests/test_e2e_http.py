@@ -367,6 +367,80 @@ def test_stream_next_link_on_hint(origin: Origin, proxy: ProxyThread, client: Ra
     assert client.read_until(b"six\n\r\n") == b"4\r\nsix\n\r\n"
 
 
+def test_next_link_requests_carry_none_of_the_clients_headers(
+    origin: Origin, proxy: ProxyThread, client: RawClient
+) -> None:
+    """As Pushpin makes them: a Host for the link, Grip-Sig, Grip-Last, and nothing the client
+    sent. django-eventstream reads a Last-Event-ID header before its next link's query, so a
+    forwarded one would serve the first catch-up page again and again."""
+    seen: list[OriginRequest] = []
+
+    def page(request: OriginRequest):  # type: ignore[no-untyped-def]
+        seen.append(request)
+        if request.path == "/pages":
+            headers = [("Grip-Link", "</pages-2?after=2>; rel=next")]
+            return 200, headers, b"page 1\n"
+        headers = [("Grip-Hold", "stream"), ("Grip-Channel", "pages; prev-id=3")]
+        headers.append(("Grip-Link", "</pages-2?after=3>; rel=next"))
+        return 200, headers, b"page 2\n"
+
+    origin.routes["/pages"] = page
+    origin.routes["/pages-2"] = page
+    client.get("/pages", "Last-Event-ID: pages:1\r\nCookie: session=s\r\nX-Custom: c\r\n")
+    client.read_until(b"page 2\n\r\n")
+    first, link = seen
+    assert first.headers["last-event-id"] == "pages:1" and first.headers["cookie"] == "session=s"
+    assert link.path == "/pages-2?after=2"
+    names = {name.lower() for name, _ in link.header_list}
+    assert names <= {"host", "grip-sig", "grip-feature", "content-length", "connection"}, names
+    assert link.headers["host"] == "example.com"
+    claims = validate_sig(link.headers["grip-sig"], parse_key_spec(SIG_KEY), now=time.time())
+    assert claims["iss"] == "gripcore-test"
+    # a non-hold subscribes to nothing, so the first link had no Grip-Last to send; a fetch
+    # from the hold (a hint here) sends the hold's
+    wait_for(lambda: subscribers(proxy, "pages") == 1)
+    publish(
+        proxy.publish_port, [{"channel": "pages", "formats": {"http-stream": {"action": "hint"}}}]
+    )
+    client.read_until(b"page 2\n\r\n")
+    assert seen[2].headers["grip-last"] == 'pages; last-id="3"'
+    assert "last-event-id" not in seen[2].headers and "cookie" not in seen[2].headers
+
+
+def test_a_stale_long_poll_is_retried_at_once(
+    origin: Origin, proxy: ProxyThread, client: RawClient
+) -> None:
+    """An item went out on the channel (to another subscriber) after the origin read its last
+    id: the hold's prev-id is behind, so gripcore asks again with Grip-Last at once instead of
+    holding until the timeout (Pushpin does the same)."""
+    seen: list[OriginRequest] = []
+
+    def poll(request: OriginRequest):  # type: ignore[no-untyped-def]
+        seen.append(request)
+        if "grip-last" in request.headers:
+            return 200, [("Content-Type", "text/plain")], b"missed 8\n"
+        headers = [("Grip-Hold", "response"), ("Grip-Channel", "lpst; prev-id=7")]
+        return 200, headers, b"nothing\n"
+
+    origin.routes["/lpst-keep"] = grip([("Grip-Hold", "stream"), ("Grip-Channel", "lpst")])
+    origin.routes["/lpst"] = poll
+    keeper = RawClient(proxy.port)
+    try:
+        keeper.get("/lpst-keep")
+        keeper.read_until(b"\r\n\r\n")
+        wait_for(lambda: subscribers(proxy, "lpst") == 1)
+        item = {"channel": "lpst", "id": "8", "prev-id": "7"}
+        item["formats"] = {"http-stream": {"content": "eight\n"}}
+        publish(proxy.publish_port, [item])
+        keeper.read_until(b"eight\n\r\n")
+        client.get("/lpst")
+        head, body = client.read_response()
+        assert head.startswith(b"HTTP/1.1 200 ") and body == b"missed 8\n"
+        assert seen[-1].headers["grip-last"] == 'lpst; last-id="7"'
+    finally:
+        keeper.close()
+
+
 def test_large_passthrough_body_is_streamed(
     origin: Origin, proxy: ProxyThread, client: RawClient
 ) -> None:

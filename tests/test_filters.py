@@ -27,6 +27,8 @@ from gripcore._filters import (
     FilterContext,
     apply_filters,
     content_filter_names,
+    drops,
+    filter_response_body,
     matches_content_filters,
     needs_filtering,
 )
@@ -263,13 +265,15 @@ CHAIN_VECTORS: list[tuple[list[str], dict[str, str], dict[str, str], bytes, byte
     (["http-check", "bogus", ""], USER, {}, b"%bad", b"%bad"),
     (["skip-self", "var-subst"], USER, {"sender": "bob"}, b"hi %(name)s", b"hi Alice"),
     (["skip-self", "var-subst"], USER, {"sender": "alice"}, b"%bad", DROP),
-    # a drop ends the chain before a later filter can fail ...
+    # every delivery filter is asked before any content filter runs (Pushpin's
+    # FilterStack::sendAction, then process), so a drop wins over a content filter that would
+    # fail, wherever each stands in the list
     (["skip-users", "build-id"], {"user": "a"}, {"skip_users": "a"}, b"%I", DROP),
-    # ... and a failure ends it before a later drop
+    (["build-id", "skip-users"], {"user": "a"}, {"skip_users": "a"}, b"%I", DROP),
     (
         ["build-id", "skip-users"],
         {"user": "a"},
-        {"skip_users": "a"},
+        {"skip_users": "b"},
         b"%I",
         "no sub meta 'id_format'",
     ),
@@ -548,3 +552,49 @@ def test_megabyte_argument_with_escapes() -> None:
 def test_megabyte_of_percent_signs() -> None:
     content = (b"%%" + b"-" * 30) * 32_000
     assert apply_filters(["var-subst"], ctx(), content) == (b"%" + b"-" * 30) * 32_000
+
+
+@pytest.mark.parametrize(
+    ("filters", "sub", "pub", "dropped"),
+    [
+        ([], USER, {"sender": "alice"}, False),
+        (["build-id", "var-subst", "skip-self"], USER, {"sender": "alice"}, True),
+        (["skip-users"], USER, {"skip_users": "bob"}, False),
+        (["require-sub"], {}, {"require_sub": "ch"}, False),
+        (["require-sub", "skip-users"], {}, {"require_sub": "other"}, True),
+    ],
+)
+def test_drops_asks_only_the_delivery_filters(
+    filters: list[str], sub: dict[str, str], pub: dict[str, str], dropped: bool
+) -> None:
+    """What decides for a close or a hint: content filters are not run (build-id without an
+    id_format would fail), only skip-self, skip-users and require-sub."""
+    assert drops(filters, ctx(sub, pub)) is dropped
+
+
+@pytest.mark.parametrize(
+    ("channel_filters", "meta", "body", "expected"),
+    [
+        ([(), ("skip-users",)], {}, b"100%%", b"100%%"),  # no build-id: the body as it is
+        ([("build-id",), ("var-subst", "build-id")], {"id_format": "x"}, b"", b""),
+        ([("build-id", "var-subst")], {"id_format": "x"}, b"a %%(b)s %(c)I", b"a %(b)s c"),
+        # build-id runs once however many channels name it
+        ([("build-id",), ("build-id",)], {"id_format": "x"}, b"%%%%", b"%%"),
+        ([("build-id",)], {"id_format": "x"}, b"%I", "No ID specified and no default ID"),
+        ([("build-id",)], {}, b"x", "no sub meta 'id_format'"),
+    ],
+)
+def test_filter_response_body(
+    channel_filters: list[tuple[str, ...]], meta: dict[str, str], body: bytes, expected: object
+) -> None:
+    """A stream's own bodies go through build-id only, with no channels nor prev-ids."""
+    if isinstance(expected, str):
+        with pytest.raises(FilterError, match=expected):
+            filter_response_body(channel_filters, meta, body)
+    else:
+        assert filter_response_body(channel_filters, meta, body) == expected
+
+
+def test_filter_response_body_refuses_a_bare_string() -> None:
+    with pytest.raises(LocalProtocolError):
+        filter_response_body(["build-id"], {}, b"x")

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gripcore import LocalProtocolError
+from gripcore._broker import Broker
 from gripcore._holds import (
     EndStream,
     FetchNextLink,
@@ -25,6 +26,7 @@ from gripcore._holds import (
 from gripcore._hub import FilterFailed, Framing, Hub, Subscriber, Transport
 from gripcore._instruct import Channel, Instruct, KeepAlive, Link
 from gripcore._items import HttpResponseFormat, HttpStreamFormat, Item
+from gripcore._speedups import encode_chunk
 
 from .hypothesis_support import examples
 
@@ -610,3 +612,128 @@ def test_stream_hold_sweep(steps: list[str]) -> None:
         else:
             assert hold.next_deadline() is not None  # the keep-alive always needs a timer
     assert gone_fired == (1 if hold.done else 0)
+
+
+# --- build-id on the stream's own bodies (Pushpin's ProxyContent filters) ------------------
+
+ES_CHANNELS = (Channel("events-x", prev_id="3", filters=("build-id", "skip-users")),)
+
+
+def test_initial_and_next_link_bodies_go_through_build_id() -> None:
+    """django-eventstream escapes `%` in the events of its own bodies for build-id: `%%` must
+    reach the client as `%`. A next-link answer is filtered with the filters in force when it
+    was asked for."""
+    instruct = stream_instruct(
+        hold=None,
+        channels=ES_CHANNELS,
+        body=b"data: 100%% %%(user)s %(lit)I\n\n",
+        meta={"id_format": "x:%(events-x)s"},
+        next_link=Link("http://example.com/n1"),
+    )
+    _hub, sub, hold = new_stream(instruct)
+    assert sub.take_output() == encode_chunk(b"data: 100% %(user)s lit\n\n")
+    assert hold.take_actions() == [FetchNextLink("http://example.com/n1", [])]
+    answer = stream_instruct(channels=(Channel("events-x", prev_id="4"),), body=b"50%%")
+    assert hold.next_link_response(answer, now=1.0) == [
+        EndStream("channel 'events-x' specifies prev-id, but no next link found")
+    ]
+    assert sub.take_output() == b"3\r\n50%\r\n"
+
+
+def test_a_body_build_id_cannot_render_ends_the_stream() -> None:
+    """No prev-ids reach the body filter (as in Pushpin), so a bare `%I` is an error."""
+    instruct = stream_instruct(channels=ES_CHANNELS, body=b"id: %I\n", meta={"id_format": "x"})
+    _hub, sub, hold = new_stream(instruct, debug=True)
+    message = "filter error: No ID specified and no default ID in context at position 5"
+    assert hold.take_actions() == [EndStream(message)]
+    assert hold.done and not sub.channels
+    assert sub.take_output() == encode_chunk(f"\n\n{message}\n".encode())
+
+
+def test_a_next_link_body_build_id_cannot_render_ends_the_stream() -> None:
+    instruct = stream_instruct(
+        channels=ES_CHANNELS,
+        meta={"id_format": "x"},
+        next_link=Link("http://example.com/n", timeout=60),
+    )
+    _hub, _sub, hold = new_stream(instruct)
+    hold.handle_timer(60.0)
+    assert hold.state is HoldState.WAITING_ORIGIN
+    answer = stream_instruct(body=b"%I")
+    message = "filter error: No ID specified and no default ID in context at position 1"
+    assert hold.next_link_response(answer, now=61.0) == [EndStream(message)]
+    assert hold.done
+
+
+def test_items_published_during_a_next_link_request_follow_its_answer() -> None:
+    """Pushpin queues them: those the answer covered are dropped (no duplicate), those after
+    it are delivered after its body (no loss, no wait for the next gap)."""
+    instruct = stream_instruct(
+        channels=(Channel("a", prev_id="1"),), next_link=Link("http://example.com/n")
+    )
+    hub, sub, hold = new_stream(instruct)
+    sub.take_output()
+    hub.publish(stream_item("a", b"late", id="3", prev_id="2"))  # a gap: recover
+    [fetch] = hold.handle_events(sub.take_events())
+    assert isinstance(fetch, FetchNextLink)
+    for n in (2, 3, 4):
+        hub.publish(stream_item("a", b"<%d>" % n, id=str(n), prev_id=str(n - 1)))
+    assert sub.outbuf == bytearray() and sub.events == []
+    answer = stream_instruct(
+        channels=(Channel("a", prev_id="3"),),
+        body=b"<2><3>",
+        next_link=Link("http://example.com/n"),
+    )
+    assert hold.next_link_response(answer, now=1.0) == []
+    assert sub.take_output() == encode_chunk(b"<2><3>") + encode_chunk(b"<4>")
+    assert sub.channels["a"].prev_id == "4"
+
+
+def test_a_first_hold_behind_the_last_delivered_id_recovers_at_once() -> None:
+    """An item went out on the channel before this hold subscribed: its prev-id is stale, so
+    the next link is fetched at once (and the stale last id forgotten), as Pushpin does."""
+    broker = Broker()
+    other = Subscriber(Transport.STREAM)
+    broker.hub.subscribe(other, "p:a")
+    item = Item(channel="p:a", id="8", prev_id="7", http_stream=HttpStreamFormat(content=b"x"))
+    broker.publish([item], now=0.0)
+    assert broker.sequencer.last_id("p:a") == "8"
+    link = Link("http://example.com/n")
+    stale = stream_instruct(channels=(Channel("a", prev_id="7"), Channel("b", prev_id="1")))
+    stale = dataclasses.replace(stale, next_link=link)
+    _, _sub, hold = new_stream(
+        stale, hub=broker.hub, channel_prefix="p:", last_ids=broker.sequencer
+    )
+    assert hold.take_actions() == [
+        FetchNextLink(
+            "http://example.com/n",
+            [(b"Grip-Last", b'a; last-id="7"'), (b"Grip-Last", b'b; last-id="1"')],
+        )
+    ]
+    assert broker.sequencer.last_id("p:a") is None
+    broker.publish([dataclasses.replace(item, id="9", prev_id="8")], now=0.0)
+    current = dataclasses.replace(stale, channels=(Channel("a", prev_id="9"),))
+    _, _, fresh = new_stream(
+        current, hub=broker.hub, channel_prefix="p:", last_ids=broker.sequencer
+    )
+    assert fresh.take_actions() == []  # up to date: held as it is
+
+
+def test_a_long_poll_behind_the_last_delivered_id_is_retried_at_once() -> None:
+    broker = Broker()
+    other = Subscriber(Transport.STREAM)
+    broker.hub.subscribe(other, "news")
+    item = Item(channel="news", id="8", prev_id="7", http_stream=HttpStreamFormat(content=b"x"))
+    broker.publish([item], now=0.0)
+    sub = Subscriber(Transport.RESPONSE)
+    stale = poll_instruct(channels=(Channel("news", prev_id="7"),))
+    hold = ResponseHold(broker.hub, sub, stale, 0.0, last_ids=broker.sequencer)
+    assert hold.take_actions() == [Retry([(b"Grip-Last", b'news; last-id="7"')])]
+    assert hold.state is HoldState.WAITING_ORIGIN and not sub.channels
+    assert hold.take_actions() == []
+    broker.publish([dataclasses.replace(item, id="9", prev_id="8")], now=0.0)
+    current = poll_instruct(channels=(Channel("news", prev_id="9"),))
+    fresh = ResponseHold(
+        broker.hub, Subscriber(Transport.RESPONSE), current, 0.0, last_ids=broker.sequencer
+    )
+    assert fresh.take_actions() == [] and fresh.state is HoldState.HOLDING

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from gripcore import LocalProtocolError
 from gripcore._hub import (
+    MAX_QUEUED_ITEMS,
     BufferOverflow,
     ChannelChange,
     CloseRequested,
@@ -329,3 +330,146 @@ def test_ws_item_with_content_filters_skips_unfiltered_subscribers() -> None:
     variant = WsMessageFormat(content=b"%(name)s", content_filters=("var-subst",))
     assert hub.publish(Item(channel="c", ws_message=variant)).delivered == 0
     assert not plain.pending
+
+
+# --- the order Pushpin 1.36 applies: prev-id first, then filters (spec section 2.6) ---------
+
+ES_META = {"user": "anonymous", "id_format": "room:%(events-room)s"}
+
+
+def eventstream_subscriber(hub: Hub, room: str = "room", **meta: str) -> Subscriber:
+    """A stream subscribed as django-eventstream subscribes its clients (its instruct)."""
+    sub = Subscriber(Transport.STREAM, meta={**ES_META, **meta})
+    hub.subscribe(sub, f"events-{room}", filters=("build-id", "skip-users"), prev_id="0")
+    hub.subscribe(sub, "user-anonymous", filters=("require-sub",))
+    return sub
+
+
+def es_event(n: int, data: str, **kw: object) -> Item:
+    """A django-eventstream publish: `%I` for the id line, build-id content filter."""
+    content = f"event: message\nid: %I\ndata: {data}\n\n".encode()
+    return Item(
+        channel="events-room",
+        id=str(n),
+        prev_id=str(n - 1),
+        http_stream=HttpStreamFormat(content=content, content_filters=("build-id",)),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_build_id_renders_the_delivered_items_own_id() -> None:
+    hub = Hub()
+    sub = eventstream_subscriber(hub)
+    hub.publish(es_event(1, "one"))
+    hub.publish(es_event(2, "two"))
+    out = sub.take_output()
+    assert b"id: room:1\ndata: one" in out and b"id: room:2\ndata: two" in out
+    assert sub.channels["events-room"].prev_id == "2"
+    assert sub.events == []
+
+
+def test_an_item_a_filter_drops_still_advances_the_prev_id() -> None:
+    hub = Hub()
+    sub = eventstream_subscriber(hub)
+    other = eventstream_subscriber(hub)
+    other.meta["user"] = "someone"
+    hub.publish(es_event(1, "skipped", meta={"skip_users": "x, anonymous"}))
+    assert sub.outbuf == bytearray() and sub.channels["events-room"].prev_id == "1"
+    assert b"id: room:1\ndata: skipped" in other.take_output()
+    hub.publish(es_event(2, "next"))  # follows the skipped one: no gap, no recovery
+    assert sub.events == []
+    assert b"id: room:2\ndata: next" in sub.take_output()
+
+
+def test_a_close_goes_only_where_the_delivery_filters_let_it() -> None:
+    """django-eventstream's kick: a close on the user's channel with require_sub ends only the
+    streams subscribed to the forbidden channel."""
+    hub = Hub()
+    forbidden = eventstream_subscriber(hub, "a")
+    other = eventstream_subscriber(hub, "b")
+    meta = {"require_sub": "events-a"}
+    hub.publish(
+        Item(channel="user-anonymous", meta=meta, http_stream=HttpStreamFormat(content=b"err"))
+    )
+    hub.publish(
+        Item(channel="user-anonymous", meta=meta, http_stream=HttpStreamFormat(action="close"))
+    )
+    assert forbidden.take_output() == b"3\r\nerr\r\n"
+    assert forbidden.take_events() == [CloseRequested("user-anonymous")]
+    assert not forbidden.channels
+    assert other.outbuf == bytearray() and other.events == []
+    assert set(other.channels) == {"events-b", "user-anonymous"}
+
+
+def test_a_hint_a_filter_drops_is_ignored() -> None:
+    hub = Hub()
+    poll = Subscriber(Transport.RESPONSE, meta={"user": "u1"})
+    hub.subscribe(poll, "c", filters=("skip-users",))
+    hint = HttpResponseFormat(action="hint")
+    hub.publish(Item(channel="c", meta={"skip_users": "u1"}, http_response=hint))
+    assert poll.events == []
+    hub.publish(Item(channel="c", meta={"skip_users": "u2"}, http_response=hint))
+    assert poll.take_events() == [HintReceived("c")]
+
+
+def test_a_gap_is_detected_before_any_filter_runs() -> None:
+    hub = Hub()
+    sub = eventstream_subscriber(hub)
+    hub.publish(es_event(3, "late", meta={"skip_users": "anonymous"}))
+    assert sub.take_events() == [GapDetected("events-room", "0", "2")]
+    assert sub.channels["events-room"].prev_id == "0"
+
+
+# --- items kept while a stream's next-link request is in flight -------------------------------
+
+
+def test_held_items_wait_and_are_released_against_the_new_prev_ids() -> None:
+    hub = Hub()
+    sub = Subscriber(Transport.STREAM)
+    fast = Subscriber(Transport.STREAM)
+    hub.subscribe(sub, "c", prev_id="1")
+    hub.subscribe(sub, "fast")
+    hub.subscribe(fast, "fast")
+    hub.hold_items(sub)
+    hub.hold_items(sub)  # holding again changes nothing
+    for n in range(2, 6):
+        hub.publish(stream_item("c", b"%d" % n, id=str(n), prev_id=str(n - 1)))
+    hub.publish(stream_item("fast", b"f"))  # a fast member while holding is kept too
+    hub.publish(stream_item("gone", b"g"))
+    assert sub.outbuf == bytearray() and sub.events == []
+    assert fast.take_output() == b"1\r\nf\r\n"
+    hub.set_prev_id(sub, "c", "3")  # the next-link answer covered items 2 and 3
+    hub.unsubscribe(sub, "fast")  # and left a channel
+    result = hub.release_items(sub)
+    assert sub.take_output() == b"1\r\n4\r\n1\r\n5\r\n"
+    assert result.delivered == 2 and sub.channels["c"].prev_id == "5"
+    assert sub.queue is None
+    hub.subscribe(sub, "fast")
+    hub.publish(stream_item("fast", b"f"))  # delivered at once again, on the fast path
+    assert sub.take_output() == b"1\r\nf\r\n"
+
+
+def test_a_gap_stops_the_release_and_the_queue_is_bounded() -> None:
+    hub = Hub()
+    sub = Subscriber(Transport.STREAM)
+    hub.subscribe(sub, "c", prev_id="1")
+    hub.hold_items(sub)
+    items = [stream_item("c", b"x", id=str(n), prev_id=str(n - 1)) for n in range(2, 200)]
+    items[1] = stream_item("c", b"x", id="3", prev_id="X")  # breaks the chain after item 2
+    for item in items:
+        hub.publish(item)
+    assert sub.queue is not None and len(sub.queue) == MAX_QUEUED_ITEMS
+    hub.release_items(sub)
+    assert sub.take_output() == b"1\r\nx\r\n"
+    assert sub.take_events() == [GapDetected("c", "2", "X")]
+
+
+def test_remove_forgets_held_items() -> None:
+    hub = Hub()
+    sub = Subscriber(Transport.STREAM)
+    hub.subscribe(sub, "c")
+    hub.hold_items(sub)
+    hub.publish(stream_item("c", b"x"))
+    hub.remove(sub)
+    assert sub.queue is None
+    assert hub.release_items(sub).delivered == 0

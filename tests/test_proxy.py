@@ -16,6 +16,7 @@ from gripcore._proxy import (
     classify_response,
     forwarded_for,
     grip_last_headers,
+    link_client_headers,
     link_destination,
     origin_request_headers,
 )
@@ -386,3 +387,17 @@ def test_link_destination_allowed_hosts() -> None:
         )
         is None
     )
+
+
+@pytest.mark.parametrize(
+    ("client", "url", "expected"),
+    [
+        (DIRTY, "http://origin.test:8080/next?a=1", [(b"Host", b"origin.test:8080")]),
+        (DIRTY, "/next", [(b"Host", b"example.com")]),  # a local link: the client's Host
+        ([(b"Cookie", b"c=1")], "", []),
+    ],
+)
+def test_link_requests_start_from_a_host_alone(client: H, url: str, expected: H) -> None:
+    """Pushpin's link requests are its own: no Cookie, no Last-Event-ID, nothing the client
+    sent but where to go."""
+    assert link_client_headers(client, url) == expected

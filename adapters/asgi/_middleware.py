@@ -68,6 +68,7 @@ from gripcore._items import Item, parse_item
 from gripcore._proxy import (
     app_request_headers,
     classify_response,
+    link_client_headers,
     local_link_target,
     next_link_instruct,
     origin_request_headers,
@@ -622,7 +623,10 @@ class _HttpRequest(_Session):
         actions: list[HoldAction] = []
         if instruct.hold == "response":
             sub = Subscriber(Transport.RESPONSE, owner=self)
-            self.hold = ResponseHold(mw.hub, sub, instruct, loop.time())
+            self.hold = ResponseHold(
+                mw.hub, sub, instruct, loop.time(), last_ids=mw.broker.sequencer
+            )
+            actions = self.hold.take_actions()
         else:
             headers = [(n, v) for n, v in _lower(instruct.headers) if n != b"content-length"]
             await self.send(
@@ -630,7 +634,14 @@ class _HttpRequest(_Session):
             )
             self.started = True
             sub = Subscriber(Transport.STREAM, owner=self, framing=Framing.RAW)
-            self.hold = StreamHold(mw.hub, sub, instruct, loop.time(), debug=mw.debug)
+            self.hold = StreamHold(
+                mw.hub,
+                sub,
+                instruct,
+                loop.time(),
+                debug=mw.debug,
+                last_ids=mw.broker.sequencer,
+            )
             actions = self.hold.take_actions()
         self.sub = sub
         mw.sessions.add(self)
@@ -720,11 +731,8 @@ class _HttpRequest(_Session):
         """Call the app with a bodyless request for `target`; its whole answer, or None when
         the app failed or answered with too much."""
         path, _, query = target.partition(b"?")
-        client = [
-            (n, v)
-            for n, v in self.client_headers
-            if n.lower() not in (b"content-length", b"transfer-encoding")
-        ]
+        # none of the client's headers but its Host, as Pushpin makes link requests
+        client = link_client_headers(self.client_headers, "")
         headers = app_request_headers(client, sig_token=self.mw.sign(), extra=extra)
         if method == b"POST":
             headers.append((b"content-length", b"0"))

@@ -64,7 +64,13 @@ from ._node import (
     read_body,
 )
 from ._originhttp import OriginError
-from ._proxy import Passthrough, classify_response, link_destination, origin_request_headers
+from ._proxy import (
+    Passthrough,
+    classify_response,
+    link_client_headers,
+    link_destination,
+    origin_request_headers,
+)
 from ._routes import Route, Target
 from ._speedups import encode_ws_frame
 from ._timeouts import ReadDeadlines, ReadPhase
@@ -609,15 +615,24 @@ class ProxyConnection:
         *,
         websocket: bool = False,
         extra: Sequence[tuple[bytes, bytes]] = (),
+        link: str | None = None,
     ) -> list[tuple[bytes, bytes]]:
+        """Headers of an origin request for `request`. With `link` (a next or gone link URL),
+        the request is the proxy's own, as Pushpin makes it: none of the client's headers go
+        along (`link_client_headers`), only a Host for the link and the GRIP headers."""
         grip = (route is None or not route.no_grip) and not self._trusted
         host = None
         if route is not None and route.as_host:
             host = route.as_host.encode("latin-1")
+        client_headers: Sequence[tuple[bytes, bytes]] = request.headers
+        peer = self.peer
+        if link is not None:
+            client_headers = link_client_headers(request.headers, link)
+            peer = ""
         return origin_request_headers(
-            request.headers,
+            client_headers,
             body_length=body_length,
-            peer=self.peer,
+            peer=peer,
             grip=grip,
             sig_token=self.node.sign(route) if grip else None,
             websocket=websocket,
@@ -824,12 +839,19 @@ class ProxyConnection:
         if instruct.hold == "response":
             sub = Subscriber(Transport.RESPONSE, owner=self)
             self.subscriber = sub
-            self.session = ResponseHold(
-                hub, sub, instruct, now, channel_prefix=prefix, implicit_channels=implicit
+            poll = ResponseHold(
+                hub,
+                sub,
+                instruct,
+                now,
+                channel_prefix=prefix,
+                implicit_channels=implicit,
+                last_ids=self.node.broker.sequencer,
             )
-            self.node.broker.sync()
+            self.session = poll
+            self._perform_hold(poll.take_actions())
             last_id = resume_id(request.target, request.headers)
-            if last_id is not None:
+            if last_id is not None and self.session is poll:
                 self.node.resume(sub, last_id)  # a long-poll answered at once with what it missed
             self.flush()
             return
@@ -852,6 +874,7 @@ class ProxyConnection:
             channel_prefix=prefix,
             implicit_channels=implicit,
             debug=debug,
+            last_ids=self.node.broker.sequencer,
         )
         self.session = session
         last_id = resume_id(request.target, request.headers)
@@ -985,7 +1008,9 @@ class ProxyConnection:
         destination = self._link_destination(action.url)
         if destination is not None or self.node.routes is None:
             target, path = destination if destination is not None else (None, action.url.encode())
-            headers = self._request_headers(self._route, request, 0, extra=action.grip_last)
+            headers = self._request_headers(
+                self._route, request, 0, extra=action.grip_last, link=action.url
+            )
             headers = [(n, v) for n, v in headers if n.lower() != b"content-length"]
             try:
                 response, _ = yield from self.node.call_origin(
@@ -1021,7 +1046,7 @@ class ProxyConnection:
         if destination is None:
             return
         target, path = destination
-        headers = self._request_headers(self._route, request, 0)
+        headers = self._request_headers(self._route, request, 0, link=url)
         try:
             response, _ = yield from self.node.call_origin(
                 self._route, [target], b"POST", path, headers, b""

@@ -40,8 +40,13 @@ Decisions (README material):
   given (Pushpin's JSON instructs do not enforce the limit either, Appendix A item 3).
 * `build-id` renders `id_format` only when the connection has at least one channel (Pushpin
   renders it from the session's channel table, which is empty otherwise); `%I` then fails with
-  "No ID specified and no default ID in context". The prev-ids it uses are the session's *before*
-  the current item is applied (Appendix A item 11): the caller passes them that way.
+  "No ID specified and no default ID in context". The prev-ids it uses are the session's *after*
+  the current item is applied, so `%(chan)s` is the delivered item's own ID (Pushpin 1.36,
+  spec section 2.6 and Appendix A item 11): the caller (the hub) passes them that way.
+* Delivery filters are all asked before any content filter runs, and they alone decide for
+  actions without content (`close`, `hint`): `drops`, Pushpin's `FilterStack::sendAction`.
+* `build-id` also rewrites a stream's own response bodies (`filter_response_body`, Pushpin's
+  ProxyContent target), with the subscription meta only.
 * A channel in `channels` without an entry in `prev_ids` is an unknown variable for `id_format`,
   as Pushpin's null prev-id is.
 * Meta strings that cannot be encoded as UTF-8 (lone surrogates from JSON `\\ud800` escapes) are
@@ -51,7 +56,7 @@ Decisions (README material):
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ._errors import FilterError, LocalProtocolError
@@ -61,6 +66,7 @@ __all__ = [
     "CONTENT_FILTERS",
     "KNOWN_FILTERS",
     "MAX_FILTERS",
+    "PROXY_CONTENT_FILTERS",
     "REQUIRE_SUB",
     "SKIP_SELF",
     "SKIP_USERS",
@@ -68,6 +74,8 @@ __all__ = [
     "FilterContext",
     "apply_filters",
     "content_filter_names",
+    "drops",
+    "filter_response_body",
     "matches_content_filters",
     "needs_filtering",
 ]
@@ -88,6 +96,10 @@ KNOWN_FILTERS = frozenset({SKIP_SELF, SKIP_USERS, REQUIRE_SUB, BUILD_ID, VAR_SUB
 CONTENT_FILTERS = frozenset({BUILD_ID, VAR_SUBST})
 """The filters that modify content (Pushpin's MessageContent target; `http-modify` is 2.0-only
 and not supported)."""
+
+PROXY_CONTENT_FILTERS = frozenset({BUILD_ID})
+"""The filters that also rewrite a stream's own response bodies (Pushpin's ProxyContent
+target): see `filter_response_body`."""
 
 
 def _check_str_map(name: str, value: object) -> None:
@@ -112,7 +124,7 @@ class FilterContext:
     `sub_meta` is the subscription meta (`Grip-Set-Meta`, instruct `meta`, WebSocket
     `set-meta`); `pub_meta` is the published item's `meta`; `channels` are the connection's
     subscribed channel names without any route prefix; `prev_ids` maps each channel that has
-    one to the session's current prev-id (before the item being filtered is applied).
+    one to the session's current prev-id (after the item being filtered is applied).
 
     Raises `LocalProtocolError` when a field has the wrong type (a mapping not of str to str,
     or `channels` given as a bare string or holding a non-string).
@@ -170,30 +182,68 @@ def matches_content_filters(
     return tuple(item_content_filters) == content_filter_names(sub_filters)
 
 
-def apply_filters(filters: Sequence[str], ctx: FilterContext, content: bytes) -> bytes | None:
-    """Run the filter chain for one delivery.
-
-    Returns the content to deliver (the same object when no filter changed it), or None when a
-    filter drops the item for this subscriber. Unknown names are skipped. Raises `FilterError`
-    when a filter cannot run (see the module docstring), and `LocalProtocolError` if `filters`
-    is a bare string.
-    """
+def drops(filters: Sequence[str], ctx: FilterContext) -> bool:
+    """Whether a delivery filter in `filters` (`skip-self`, `skip-users`, `require-sub`) drops
+    the item for this subscriber. Content filters are not run: this is what decides for
+    actions without content (`close`, `hint`), as Pushpin's `FilterStack::sendAction` does.
+    Raises `LocalProtocolError` if `filters` is a bare string."""
     _check_names(filters)
     for name in filters:
         if name == SKIP_SELF:
             if _skip_self(ctx):
-                return None
+                return True
         elif name == SKIP_USERS:
             if _skip_users(ctx):
-                return None
-        elif name == REQUIRE_SUB:
-            if _require_sub(ctx):
-                return None
-        elif name == BUILD_ID:
+                return True
+        elif name == REQUIRE_SUB and _require_sub(ctx):
+            return True
+    return False
+
+
+def apply_filters(filters: Sequence[str], ctx: FilterContext, content: bytes) -> bytes | None:
+    """Run the filter chain for one delivery.
+
+    As in Pushpin, every delivery filter is asked first (`drops`); only when none drops the
+    item do the content filters run, in order. Returns the content to deliver (the same object
+    when no filter changed it), or None when a filter drops the item for this subscriber.
+    Unknown names are skipped. Raises `FilterError` when a content filter cannot run (see the
+    module docstring), and `LocalProtocolError` if `filters` is a bare string.
+    """
+    if drops(filters, ctx):
+        return None
+    for name in filters:
+        if name == BUILD_ID:
             content = _build_id(ctx, content)
         elif name == VAR_SUBST:
             content = _render(content, _variable_handler(ctx.sub_meta))
     return content
+
+
+def filter_response_body(
+    channel_filters: Iterable[Sequence[str]], sub_meta: Mapping[str, str], body: bytes
+) -> bytes:
+    """The filters that also apply to a stream's own response bodies (Pushpin's ProxyContent
+    target: `build-id`), for the initial body of a stream hold or a non-hold with a next link
+    and the body of each next-link answer. `channel_filters` are the filter lists of the
+    session's channels; each such filter runs once, in first-seen order, with the subscription
+    meta only, as Pushpin does: no channels, no prev-ids, so `%%` becomes `%`, `%(id)I` inserts
+    `id`, and a bare `%I` fails ("No ID specified and no default ID in context"). An origin
+    that escapes its stored events for `build-id` (django-eventstream does) relies on this.
+
+    Raises `FilterError` when a filter cannot run, `LocalProtocolError` if a filter list is a
+    bare string.
+    """
+    names: list[str] = []
+    for filters in channel_filters:
+        _check_names(filters)
+        for name in filters:
+            if name in PROXY_CONTENT_FILTERS and name not in names:
+                names.append(name)
+    if not names or not body:
+        return body
+    out = apply_filters(names, FilterContext(sub_meta=sub_meta), body)
+    assert out is not None  # build-id drops nothing
+    return out
 
 
 # -- delivery filters -------------------------------------------------------------------------

@@ -27,8 +27,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from ._errors import LocalProtocolError
+from ._errors import FilterError, LocalProtocolError
+from ._filters import filter_response_body
 from ._hub import (
     BufferOverflow,
     CloseRequested,
@@ -53,6 +55,7 @@ __all__ = [
     "FetchNextLink",
     "HoldAction",
     "HoldState",
+    "LastIds",
     "PostGoneLink",
     "Respond",
     "ResponseHold",
@@ -63,6 +66,14 @@ __all__ = [
 
 # A chunked body ends with a zero-size chunk and no trailers (RFC 9112 section 7.1).
 LAST_CHUNK = b"0\r\n\r\n"
+
+
+class LastIds(Protocol):
+    """What a hold asks the sequencer (`Sequencer` is one): is its prev-id stale?"""
+
+    def last_id(self, channel: str) -> str | None: ...
+
+    def forget_last_id(self, channel: str) -> None: ...
 
 
 class HoldState(enum.Enum):
@@ -176,7 +187,10 @@ class _Hold:
         self.gone_link = instruct.gone_link.url if instruct.gone_link is not None else None
         subscriber.channel_prefix = channel_prefix
         subscriber.meta.update(instruct.meta)
-        self._subscribe(instruct)
+        if instruct.hold is not None:
+            # a non-hold with a next link subscribes to nothing (Pushpin keeps its channel
+            # table empty until a hold): its next-link request carries no Grip-Last
+            self._subscribe(instruct)
 
     def _subscribe(self, instruct: Instruct) -> None:
         """Make the subscriptions those of `instruct` plus the route's implicit channels."""
@@ -191,6 +205,19 @@ class _Hold:
         for name, (filters, prev_id) in wanted.items():
             # beyond the per-connection limit Pushpin silently truncates HTTP holds
             self.hub.subscribe(self.subscriber, name, filters=filters, prev_id=prev_id)
+
+    def _stale(self, instruct: Instruct, last_ids: LastIds) -> bool:
+        """Whether a channel's prev-id is not the last id delivered on it (an item went out
+        before this hold subscribed). The stale last ids are forgotten, every one of them, as
+        Pushpin does, so the origin's answer is taken as it is."""
+        stale = False
+        for channel in instruct.channels:
+            name = self.channel_prefix + channel.name
+            last = last_ids.last_id(name)
+            if channel.prev_id is not None and last is not None and last != channel.prev_id:
+                last_ids.forget_last_id(name)
+                stale = True
+        return stale
 
     def _move(self, event: str) -> None:
         nxt = _TRANSITIONS.get((self.state, event))
@@ -237,7 +264,11 @@ class ResponseHold(_Hold):
         *,
         channel_prefix: str = "",
         implicit_channels: Sequence[str] = (),
+        last_ids: LastIds | None = None,
     ) -> None:
+        """`last_ids` is the broker's sequencer: a hold whose prev-id is not the last id it
+        delivered on the channel is stale and retried at once (`take_actions`), as Pushpin
+        does (spec 2.1 step 2)."""
         if subscriber.transport is not Transport.RESPONSE:
             raise LocalProtocolError("a response hold needs a RESPONSE subscriber")
         super().__init__(
@@ -248,6 +279,20 @@ class ResponseHold(_Hold):
             implicit_channels=implicit_channels,
         )
         self.deadline: float | None = now + instruct.timeout
+        self.pending: list[HoldAction] = []
+        if last_ids is not None and self._stale(instruct, last_ids):
+            self.pending.append(self._retry())
+
+    def take_actions(self) -> list[HoldAction]:
+        """Actions decided at the start (a retry of a stale hold)."""
+        actions, self.pending = self.pending, []
+        return actions
+
+    def _retry(self) -> Retry:
+        grip_last = self.grip_last()
+        self._move("retry")
+        self.hub.remove(self.subscriber)
+        return Retry(grip_last)
 
     def next_deadline(self) -> float | None:
         return self.deadline if self.state is _HOLDING else None
@@ -278,10 +323,7 @@ class ResponseHold(_Hold):
                 )
                 self._finish(actions)
             elif isinstance(event, HintReceived | GapDetected):
-                grip_last = self.grip_last()
-                self._move("retry")
-                self.hub.remove(self.subscriber)
-                actions.append(Retry(grip_last))
+                actions.append(self._retry())
             # FilterFailed: the item is skipped for this subscriber, the hold goes on
         return actions
 
@@ -318,7 +360,11 @@ class StreamHold(_Hold):
         channel_prefix: str = "",
         implicit_channels: Sequence[str] = (),
         debug: bool = False,
+        last_ids: LastIds | None = None,
     ) -> None:
+        """`last_ids` is the broker's sequencer: a first hold whose prev-id is not the last
+        id it delivered on the channel is stale (an item went out before the subscription)
+        and fetches its next link at once (`take_actions`), as Pushpin does (spec 3.4 (f))."""
         if subscriber.transport is not Transport.STREAM:
             raise LocalProtocolError("a stream hold needs a STREAM subscriber")
         self.debug = debug
@@ -335,8 +381,11 @@ class StreamHold(_Hold):
             channel_prefix=channel_prefix,
             implicit_channels=implicit_channels,
         )
-        self._write(instruct.body)
-        self._configure(instruct, now)
+        if self._write_body(instruct.body, instruct):
+            self._configure(instruct, now)
+        held = self.state is _HOLDING and instruct.next_link is not None
+        if held and last_ids is not None and self._stale(instruct, last_ids):
+            self.pending.append(self._fetch())
 
     # --- output ---
 
@@ -346,6 +395,18 @@ class StreamHold(_Hold):
     def _write(self, data: bytes) -> None:
         if data:
             self.subscriber.outbuf += self._frame(data)
+
+    def _write_body(self, body: bytes, instruct: Instruct) -> bool:
+        """Write an origin body (the initial one, or a next-link answer's) through the
+        `build-id` filter of `instruct`'s channels, as Pushpin does (`filter_response_body`).
+        A filter error ends the stream (pending: `EndStream`) and returns False."""
+        try:
+            body = filter_response_body((c.filters for c in instruct.channels), instruct.meta, body)
+        except FilterError as exc:
+            self.pending.extend(self._end(f"filter error: {exc}"))
+            return False
+        self._write(body)
+        return True
 
     def wrote(self, now: float) -> None:
         """The adapter wrote stream data: an idle-mode keep-alive starts counting again."""
@@ -436,11 +497,17 @@ class StreamHold(_Hold):
             return self._end("Failed to retrieve next link.")
         if instruct.hold == "response":
             return self._end("Next link returned non-stream hold.")
-        self._write(instruct.body)
+        # Pushpin filters a next-link answer's body with the filters in force when it was asked
+        # for (the previous instruct's), before the answer's own instructions apply
+        if not self._write_body(instruct.body, self.instruct):
+            return self.take_actions()
         self.subscriber.meta.update(instruct.meta)
         if instruct.hold == "stream":
             self._subscribe(instruct)
         self._configure(instruct, now)
+        if self.state is _HOLDING:
+            # what was published during the request, against the answer's prev-ids
+            self.hub.release_items(self.subscriber)
         return self.take_actions()
 
     # --- helpers ---
@@ -449,6 +516,7 @@ class StreamHold(_Hold):
         assert self._next_url is not None
         self._move("fetch")
         self._next_at = None
+        self.hub.hold_items(self.subscriber)
         return FetchNextLink(self._next_url, self.grip_last())
 
     def _end(self, error: str | None, *, abort: bool = False) -> list[HoldAction]:

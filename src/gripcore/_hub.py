@@ -10,7 +10,9 @@ one buffer append per connection. So the hub keeps, for every channel, two kinds
   to every buffer without creating a Python object per delivery.
 * **slow** members: response holds (long-polls), and subscriptions with filters or a prev-id.
   Each is handled one by one: filters run, prev-ids are checked, and what the session must act on
-  becomes a `HubEvent` in the subscriber's ``events`` list.
+  becomes a `HubEvent` in the subscriber's ``events`` list. A subscriber whose next-link
+  request is in flight is slow too: `hold_items` keeps its items and `release_items` replays
+  them against the answer's prev-ids, as Pushpin's per-session publish queue does.
 
 Nothing here writes to a socket. Output waits in ``Subscriber.outbuf`` and ``Subscriber.events``;
 `Hub.publish` returns the subscribers that went from idle to having something pending (woken),
@@ -46,6 +48,7 @@ from ._errors import FilterError, LocalProtocolError
 from ._filters import (
     FilterContext,
     apply_filters,
+    drops,
     matches_content_filters,
     needs_filtering,
 )
@@ -55,6 +58,7 @@ from ._speedups import encode_chunk, encode_ws_frame, fanout
 __all__ = [
     "DEFAULT_MAX_CHANNELS_PER_SUBSCRIBER",
     "DEFAULT_MAX_OUTPUT_BUFFER",
+    "MAX_QUEUED_ITEMS",
     "OVERFLOW_POLICIES",
     "WS_OPCODES",
     "BufferOverflow",
@@ -86,6 +90,11 @@ DEFAULT_MAX_CHANNELS_PER_SUBSCRIBER = 20
 # iterations, yet small enough that the policy (close, by default) catches a stalled reader
 # long before it matters to memory.
 DEFAULT_MAX_OUTPUT_BUFFER = 1 << 20
+
+# Pushpin's PUBLISH_QUEUE_MAX: items a stream keeps while its next-link request is in flight
+# (`Hub.hold_items`). A recovery answer arrives within a request's time; beyond a hundred items
+# meanwhile the stream is far behind, and the next gap recovers the rest from the origin.
+MAX_QUEUED_ITEMS = 100
 
 # What happens to an item that would overflow a subscriber's output buffer (see the header).
 OverflowPolicy = Literal["close", "drop-oldest"]
@@ -347,6 +356,7 @@ class Subscriber:
     events: list[HubEvent] = field(default_factory=list)
     channels: dict[str, Subscription] = field(default_factory=dict)
     owner: Any = None  # the adapter's connection object, for finding it when woken
+    queue: list[Item] | None = None  # items kept while a next-link request is in flight
 
     def __post_init__(self) -> None:
         if self.framing is None:
@@ -428,7 +438,7 @@ class _Members:
 
     def add(self, sub: Subscriber, subscription: Subscription) -> None:
         self.discard(sub)
-        if subscription.is_fast and sub.framing is not Framing.NONE:
+        if subscription.is_fast and sub.queue is None and sub.framing is not Framing.NONE:
             assert sub.framing is not None
             self.fast[sub.framing][sub] = sub.outbuf
         else:
@@ -516,8 +526,47 @@ class Hub:
 
     def remove(self, sub: Subscriber) -> None:
         """Remove `sub` from every channel (the connection ended)."""
+        sub.queue = None
         for channel in list(sub.channels):
             self.unsubscribe(sub, channel)
+
+    def hold_items(self, sub: Subscriber) -> None:
+        """Keep the items published to `sub`'s channels, up to `MAX_QUEUED_ITEMS` (later ones
+        are dropped), instead of delivering them: a stream's next-link request is in flight,
+        and what it answers decides which of them follow (Pushpin queues them the same way).
+        `release_items` delivers them. Holding again changes nothing."""
+        if sub.queue is None:
+            sub.queue = []
+            self._regroup(sub)
+
+    def release_items(self, sub: Subscriber) -> PublishResult:
+        """Deliver what `hold_items` kept, against the subscriptions as they are now (the
+        next-link answer's prev-ids): items of channels left are dropped, and so are the first
+        items that do not follow their channel's prev-id (the answer covered them); from the
+        first that follows on, each is delivered as `publish` would, and a gap stops the
+        release (the session recovers again; what remains would not follow either)."""
+        queue, sub.queue = sub.queue or [], None
+        self._regroup(sub)
+        result = PublishResult()
+        following = False
+        for item in queue:
+            subscription = sub.channels.get(item.channel)
+            if subscription is None:
+                continue
+            expected = subscription.prev_id
+            if not following and expected is not None and item.prev_id not in (None, expected):
+                continue
+            following = True
+            events = len(sub.events)
+            self._deliver_slow(sub, subscription, item, result, replay=True)
+            if len(sub.events) > events and isinstance(sub.events[-1], GapDetected):
+                break
+        return result
+
+    def _regroup(self, sub: Subscriber) -> None:
+        """File `sub` again under fast or slow members after its queue mode changed."""
+        for channel, subscription in sub.channels.items():
+            self._channels[channel].add(sub, subscription)
 
     def set_prev_id(self, sub: Subscriber, channel: str, prev_id: str | None) -> None:
         """Update the prev-id a subscription expects (after a recovery response, say)."""
@@ -708,6 +757,10 @@ class Hub:
     ) -> None:
         if subscription.paused and not replay:
             return
+        if sub.queue is not None and not replay:
+            if len(sub.queue) < MAX_QUEUED_ITEMS:
+                sub.queue.append(item)
+            return
         fmt: HttpResponseFormat | HttpStreamFormat | WsMessageFormat | None
         if sub.transport is Transport.RESPONSE:
             fmt = item.http_response
@@ -717,18 +770,30 @@ class Hub:
             fmt = item.ws_message
         if fmt is None:
             return
-        if fmt.action != "send":
-            self._action(sub, item.channel, fmt, result)
-            return
         expected = subscription.prev_id
-        if expected is not None and item.prev_id is not None and item.prev_id != expected:
-            self._emit(sub, GapDetected(item.channel, expected, item.prev_id), result)
+        if expected is not None:
+            if item.prev_id is not None and item.prev_id != expected:
+                self._emit(sub, GapDetected(item.channel, expected, item.prev_id), result)
+                return
+            # Pushpin 1.36 (httpsession.cpp) moves the channel's prev-id to the item's id
+            # before any filter runs: build-id then renders the delivered item's own ID, and an
+            # item a filter drops (skip-users) still advances the sequence, so the next item is
+            # not mistaken for a gap (spec section 2.6, Appendix A item 11).
+            if item.id is not None:
+                subscription.prev_id = item.id
+        filtering = needs_filtering(subscription.filters)
+        if fmt.action != "send":
+            # delivery filters (require-sub, skip-users, skip-self) decide for every action: a
+            # close meant for the connections subscribed to one channel ends only those
+            if filtering and drops(subscription.filters, sub.filter_context(item.meta)):
+                return
+            self._action(sub, item.channel, fmt, result)
             return
         if not matches_content_filters(fmt.content_filters, subscription.filters):
             return
         content: bytes | None
         content = fmt.body if isinstance(fmt, HttpResponseFormat) else fmt.content
-        if needs_filtering(subscription.filters):
+        if filtering:
             # a body-patch has no content yet: the chain still decides whether to deliver
             try:
                 filtered = apply_filters(
@@ -743,8 +808,6 @@ class Hub:
                 return
             if content is not None:
                 content = filtered
-        if expected is not None and item.id is not None:
-            subscription.prev_id = item.id
         if isinstance(fmt, HttpResponseFormat):
             self.remove(sub)
             self._emit(sub, ResponseReady(item.channel, item.id, fmt, content), result)

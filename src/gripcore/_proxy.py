@@ -36,6 +36,7 @@ __all__ = [
     "classify_response",
     "forwarded_for",
     "grip_last_headers",
+    "link_client_headers",
     "link_destination",
     "local_link_target",
     "next_link_instruct",
@@ -204,6 +205,21 @@ def origin_request_headers(
     if body_length or not websocket:
         out.append((b"Content-Length", str(body_length).encode("ascii")))
     return out
+
+
+def link_client_headers(client_headers: Sequence[tuple[bytes, bytes]], url: str) -> Headers:
+    """The client headers a link request (next or gone link) starts from: a Host alone, the
+    link's authority, or the client's own Host for a link without one (a local link target).
+
+    Pushpin makes link requests as its own, with none of the client's headers: no Cookie, no
+    Last-Event-ID. An origin that reads the resume point from Last-Event-ID before its link's
+    query (django-eventstream does) would otherwise answer every page of a catch-up with the
+    first one. The GRIP headers (`Grip-Sig`, `Grip-Last`, ...) are added as for any request.
+    """
+    host = urlsplit(url).netloc.encode("latin-1")
+    if not host:
+        host = next((v for n, v in client_headers if n.lower() == b"host"), b"")
+    return [(b"Host", host)] if host else []
 
 
 def app_request_headers(
