@@ -1,0 +1,259 @@
+"""ZeroMQ publishing ingress, sans-IO: Pushpin's `push_in_spec` and `push_in_sub_spec` messages.
+
+Pushpin (v1.36, src/handler/engine.cpp) takes published items on two ZeroMQ sockets besides
+its HTTP publish API, and gripcore takes them the same way (the driver owns the sockets:
+adapters/asyncio/_zmq.py, adapters/gevent/_zmq.py; the core never imports zmq):
+
+* `push_in_spec`: a PULL socket (bound). Each message is one frame holding one item object,
+  channel included (`inPull_readyRead`; a message of more than one frame is skipped).
+* `push_in_sub_spec`: a SUB socket (bound; publishers connect an XPUB socket to it). The SUB
+  socket subscribes to each channel as it gains its first subscriber and unsubscribes when it
+  loses its last (`addSub` / `removeSub`), so a publisher that reads its XPUB socket's
+  subscription messages (`\\x01channel` / `\\x00channel`) publishes only what someone
+  receives. Each message is two frames, `[channel, item]`; the first frame's channel is the
+  item's (`inSub_readyRead`). ZeroMQ matches subscriptions by prefix, so items of channel
+  `ab` also arrive while `a` is subscribed; they find no subscriber and are dropped, as in
+  Pushpin.
+
+The item frame (`parseJsonOrTnetstring`): `J` and a JSON object, or a tnetstring
+(optionally after a `T`). The object is an item as in the HTTP publish API's `items` list,
+parsed by the same `parse_item`, so ZeroMQ items get the same validation, and then the same
+dedup, sequencing and engine as HTTP publishes (the driver hands them to `ProxyNode.publish`).
+A tnetstring carries bytes, not text: keys and text values must be UTF-8; a format's `body`
+or `content` (and `-bin`) bytes are taken as they are, byte for byte, and a ws-message given
+`content` is text unless it says otherwise, as Pushpin decides.
+
+An invalid message raises `PublishError` here; the node logs it, counts it
+(`zmq_invalid_messages_total`) and goes on: a publisher's mistake is never fatal.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from typing import Any, Final
+
+from ._errors import PublishError
+from ._hub import ChannelChange
+from ._items import DEFAULT_MAX_CONTENT_SIZE, Item, item_to_json, parse_item
+
+__all__ = [
+    "MAX_TNETSTRING_DEPTH",
+    "SubscriptionOp",
+    "decode_pull_message",
+    "decode_sub_message",
+    "encode_pull_message",
+    "parse_tnetstring",
+    "subscription_ops",
+]
+
+# Nesting of lists and dicts a tnetstring may have: an item is 4 deep (item, formats, format,
+# headers list and pair); 64 leaves room for any meta a publisher sends, and bounds the stack.
+MAX_TNETSTRING_DEPTH: Final = 64
+
+_FORMATS: Final = ("http-response", "http-stream", "ws-message")
+_BYTES_KEYS: Final = {"body": "body-bin", "content": "content-bin"}
+
+# (subscribe, topic): what the SUB socket is to do, in order.
+SubscriptionOp = tuple[bool, bytes]
+
+
+class _Invalid(Exception):
+    pass
+
+
+# --- tnetstring ----------------------------------------------------------------------------------
+
+
+def _tnet_value(data: bytes, pos: int, limit: int, depth: int) -> tuple[Any, int]:
+    """The value starting at `pos` and ending by `limit`, and the position after it (linear:
+    nested values are read in place, never copied). Raises `_Invalid`."""
+    colon = data.find(b":", pos, min(pos + 10, limit))  # at most 9 digits, as Pushpin
+    if colon <= pos:
+        raise _Invalid("length prefix")
+    digits = data[pos:colon]
+    if not digits.isdigit() or (len(digits) > 1 and digits[:1] == b"0"):
+        raise _Invalid("length prefix")
+    start = colon + 1
+    end = start + int(digits)
+    if end >= limit:
+        raise _Invalid("truncated")
+    tag = data[end : end + 1]
+    after = end + 1
+    if tag in (b"]", b"}"):
+        if depth >= MAX_TNETSTRING_DEPTH:
+            raise _Invalid("nested too deep")
+        values: list[Any] = []
+        cursor = start
+        while cursor < end:
+            value, cursor = _tnet_value(data, cursor, end, depth + 1)
+            values.append(value)
+        if tag == b"]":
+            return values, after
+        if len(values) % 2:
+            raise _Invalid("dict without a value for its last key")
+        keys = values[0::2]
+        if not all(isinstance(key, bytes) for key in keys):
+            raise _Invalid("dict key is not a string")
+        return dict(zip(keys, values[1::2], strict=True)), after
+    payload = data[start:end]
+    if tag == b",":
+        return payload, after
+    if tag == b"#":
+        text = payload.removeprefix(b"-")
+        if not text.isdigit():
+            raise _Invalid("integer")
+        return int(payload), after
+    if tag == b"^":
+        try:
+            return float(payload), after
+        except ValueError:
+            raise _Invalid("float") from None
+    if tag == b"!":
+        if payload not in (b"true", b"false"):
+            raise _Invalid("boolean")
+        return payload == b"true", after
+    if tag == b"~":
+        if payload:
+            raise _Invalid("null")
+        return None, after
+    raise _Invalid("type tag")
+
+
+def parse_tnetstring(data: bytes) -> Any:
+    """Decode one tnetstring (https://tnetstrings.info) that must fill `data` exactly.
+
+    Strings come back as bytes, dicts with bytes keys. Raises `PublishError` for anything else
+    than one well-formed value (trailing bytes included), or nesting over
+    `MAX_TNETSTRING_DEPTH`.
+    """
+    try:
+        value, end = _tnet_value(data, 0, len(data), 0)
+        if end != len(data):
+            raise _Invalid("trailing data")
+    except _Invalid as exc:
+        raise PublishError(
+            f"received message with invalid format (tnetstring parse failed: {exc})"
+        ) from None
+    return value
+
+
+def _text(value: Any) -> Any:
+    """Tnetstring bytes as text (UTF-8), recursively; other values as they are."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise PublishError("received message with a string that is not UTF-8") from None
+    if isinstance(value, list):
+        return [_text(v) for v in value]
+    if isinstance(value, dict):
+        return {_text(k): _text(v) for k, v in value.items()}
+    return value
+
+
+def _format_as_json(fmt: Any, ws: bool) -> Any:
+    """A tnetstring format object in the JSON form `parse_item` reads: bytes content as its
+    base64 `-bin` key (byte-exact), text elsewhere."""
+    if not isinstance(fmt, dict):
+        return _text(fmt)
+    out: dict[str, Any] = {}
+    raw_keys: set[str] = set()
+    for key, value in fmt.items():
+        name = _text(key)
+        if name in _BYTES_KEYS.values() and isinstance(value, bytes):
+            raw_keys.add(name)
+            out[name] = base64.b64encode(value).decode("ascii")
+        elif name not in _BYTES_KEYS:
+            out[name] = _text(value)
+    for name, bin_name in _BYTES_KEYS.items():
+        value = fmt.get(name.encode())
+        if bin_name in raw_keys or value is None:
+            continue
+        if not isinstance(value, bytes):
+            out[name] = value  # parse_item names the wrong type
+            continue
+        out[bin_name] = base64.b64encode(value).decode("ascii")
+        if ws and "type" not in out:
+            out["type"] = "text"  # `content` is text unless the item says otherwise
+    return out
+
+
+def _item_as_json(obj: Any) -> Any:
+    """A tnetstring item object in the JSON form `parse_item` reads (the formats on the item
+    itself or under `formats`)."""
+    if not isinstance(obj, dict):
+        return _text(obj)  # parse_item says it is not an object
+    item: dict[str, Any] = {}
+    for key, value in obj.items():
+        name = _text(key)
+        if name in _FORMATS:
+            item[name] = _format_as_json(value, name == "ws-message")
+        elif name == "formats" and isinstance(value, dict):
+            item[name] = _item_as_json(value)
+        else:
+            item[name] = _text(value)
+    return item
+
+
+# --- messages ------------------------------------------------------------------------------------
+
+
+def _decode_object(frame: bytes) -> Any:
+    if frame[:1] == b"J":
+        try:
+            doc = json.loads(frame[1:].decode("utf-8"))
+        except (ValueError, RecursionError):
+            raise PublishError("received message with invalid format (json parse failed)") from None
+        if not isinstance(doc, dict):
+            raise PublishError("received message with invalid format (not a valid json object)")
+        return doc
+    return _item_as_json(parse_tnetstring(frame[1:] if frame[:1] == b"T" else frame))
+
+
+def _item(obj: Any, channel: str | None, max_content_size: int) -> Item:
+    if channel is not None and isinstance(obj, dict):
+        obj = {**obj, "channel": channel}
+    try:
+        return parse_item(obj, max_content_size=max_content_size)
+    except PublishError as exc:
+        message = exc.msg.removeprefix("item 0: ")
+        raise PublishError(f"received message with invalid format: {message}") from None
+
+
+def decode_pull_message(
+    frames: Sequence[bytes], *, max_content_size: int = DEFAULT_MAX_CONTENT_SIZE
+) -> Item:
+    """The item of one PULL-socket message (one frame). Raises `PublishError` saying what is
+    wrong, with Pushpin's wording."""
+    if len(frames) != 1:
+        raise PublishError("received message with parts != 1")
+    return _item(_decode_object(bytes(frames[0])), None, max_content_size)
+
+
+def decode_sub_message(
+    frames: Sequence[bytes], *, max_content_size: int = DEFAULT_MAX_CONTENT_SIZE
+) -> Item:
+    """The item of one SUB-socket message, `[channel, item]`; the first frame names the
+    channel (an empty one leaves the item's own). Raises `PublishError`."""
+    if len(frames) != 2:
+        raise PublishError("received message with parts != 2")
+    obj = _decode_object(bytes(frames[1]))
+    try:
+        channel = bytes(frames[0]).decode("utf-8") or None
+    except UnicodeDecodeError:
+        raise PublishError("received message with a channel that is not UTF-8") from None
+    return _item(obj, channel, max_content_size)
+
+
+def encode_pull_message(item: Item) -> bytes:
+    """One PULL-socket message for `item`: `J` and its JSON (what `gripcore publish --spec`
+    sends)."""
+    return b"J" + json.dumps(item_to_json(item), separators=(",", ":")).encode("utf-8")
+
+
+def subscription_ops(changes: Sequence[ChannelChange]) -> list[SubscriptionOp]:
+    """What the SUB socket does for the hub's channel changes: subscribe to a channel that
+    gained its first subscriber, unsubscribe from one that lost its last."""
+    return [(change.subscribed, change.channel.encode("utf-8")) for change in changes]
