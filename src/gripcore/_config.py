@@ -445,6 +445,16 @@ def _check_engine(value: object) -> str:
     return text
 
 
+def _check_zmq_spec(value: object) -> str | None:
+    """A ZeroMQ endpoint to bind, `tcp://HOST:PORT` or `ipc://PATH`, as Pushpin's specs."""
+    if value is None:
+        return None
+    text = _check_name(value)
+    if not text.startswith(("tcp://", "ipc://")) or len(text) <= len("tcp://"):
+        raise _Invalid(f"must be a ZeroMQ tcp://HOST:PORT or ipc://PATH spec, got {_quote(text)}")
+    return text
+
+
 def _check_lines(value: object) -> tuple[str, ...]:
     if not isinstance(value, tuple | list):
         raise _Invalid(f"must be a list of route lines, got {_kind(value)}")
@@ -635,6 +645,25 @@ OPTIONS: Final[tuple[Option, ...]] = (
         exclusive=False,
     ),
     Option(
+        "push_in_spec",
+        "push-in-spec",
+        "SPEC",
+        "ZeroMQ PULL socket to bind for published items, as Pushpin's push_in_spec "
+        "(e.g. tcp://127.0.0.1:5560; needs gripcore[zmq])",
+        _parse_optional_text,
+        _check_zmq_spec,
+    ),
+    Option(
+        "push_in_sub_spec",
+        "push-in-sub-spec",
+        "SPEC",
+        "ZeroMQ SUB socket to bind for published items, subscribed to the channels that have "
+        "subscribers, as Pushpin's push_in_sub_spec (e.g. tcp://127.0.0.1:5562; needs "
+        "gripcore[zmq])",
+        _parse_optional_text,
+        _check_zmq_spec,
+    ),
+    Option(
         "adapter",
         "adapter",
         "NAME",
@@ -722,6 +751,8 @@ class Config:
     engine: str = "memory"
     history: int = 0
     engine_linger: float = DEFAULT_ENGINE_LINGER
+    push_in_spec: str | None = None
+    push_in_sub_spec: str | None = None
     adapter: str = "asyncio"
     workers: int = 1
     max_connections: int = DEFAULT_MAX_CONNECTIONS

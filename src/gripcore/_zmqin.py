@@ -45,7 +45,7 @@ __all__ = [
     "decode_sub_message",
     "encode_pull_message",
     "parse_tnetstring",
-    "subscription_ops",
+    "subscription_op",
 ]
 
 # Nesting of lists and dicts a tnetstring may have: an item is 4 deep (item, formats, format,
@@ -55,7 +55,7 @@ MAX_TNETSTRING_DEPTH: Final = 64
 _FORMATS: Final = ("http-response", "http-stream", "ws-message")
 _BYTES_KEYS: Final = {"body": "body-bin", "content": "content-bin"}
 
-# (subscribe, topic): what the SUB socket is to do, in order.
+# (subscribe, topic): what the SUB socket is to do.
 SubscriptionOp = tuple[bool, bytes]
 
 
@@ -253,7 +253,7 @@ def encode_pull_message(item: Item) -> bytes:
     return b"J" + json.dumps(item_to_json(item), separators=(",", ":")).encode("utf-8")
 
 
-def subscription_ops(changes: Sequence[ChannelChange]) -> list[SubscriptionOp]:
-    """What the SUB socket does for the hub's channel changes: subscribe to a channel that
-    gained its first subscriber, unsubscribe from one that lost its last."""
-    return [(change.subscribed, change.channel.encode("utf-8")) for change in changes]
+def subscription_op(change: ChannelChange) -> SubscriptionOp:
+    """What the SUB socket does for a hub channel change: subscribe to a channel that gained
+    its first subscriber, unsubscribe from one that lost its last."""
+    return change.subscribed, change.channel.encode("utf-8")

@@ -1,0 +1,101 @@
+"""The ZeroMQ publishing ingress on asyncio (zmq.asyncio): the sockets of gripcore._zmqin.
+
+A PULL socket bound at `--push-in-spec` and a SUB socket bound at `--push-in-sub-spec`, as
+Pushpin's handler binds them. Each message read goes to `ProxyNode.receive_zmq`, which
+decodes, validates and publishes it (or logs and counts it); the SUB socket subscribes to the
+channels the node reports through `ProxyNode.watch_channels`. pyzmq is imported only here, when
+an option is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from gripcore._config import Config
+from gripcore._node import ProxyNode
+from gripcore._zmqin import SubscriptionOp
+
+from .._zmqload import import_zmq
+
+__all__ = ["ZmqIngress"]
+
+log = logging.getLogger("gripcore")
+
+# Messages a socket may queue before ZeroMQ stops taking more from publishers (Pushpin's
+# DEFAULT_HWM for its push_in sockets).
+RECEIVE_HWM = 1000
+
+
+class ZmqIngress:
+    """The ZeroMQ sockets of one node (none when neither option is set)."""
+
+    def __init__(self, config: Config, node: ProxyNode) -> None:
+        self.config = config
+        self.node = node
+        self._context: Any = None
+        self._sockets: list[Any] = []
+        self._readers: list[asyncio.Task[None]] = []
+        self._sub: Any = None
+        self.endpoints: dict[str, str] = {}
+        """The bound endpoint of each socket ("pull", "sub"): a `tcp://HOST:*` spec's port."""
+
+    def start(self) -> None:
+        """Bind the configured sockets and start reading. Raises OSError (pyzmq missing, an
+        address that cannot be bound)."""
+        specs = [("pull", self.config.push_in_spec), ("sub", self.config.push_in_sub_spec)]
+        if not any(spec for _, spec in specs):
+            return
+        zmq_asyncio = import_zmq("zmq.asyncio")
+        import zmq
+
+        self._context = zmq_asyncio.Context()
+        for name, spec in specs:
+            if not spec:
+                continue
+            sock = self._context.socket(zmq.PULL if name == "pull" else zmq.SUB)
+            sock.linger = 0
+            sock.rcvhwm = RECEIVE_HWM
+            self._sockets.append(sock)
+            try:
+                sock.bind(spec)
+            except zmq.ZMQError as exc:
+                self._release()
+                raise OSError(f"cannot bind the ZeroMQ {name} socket to {spec}: {exc}") from None
+            self.endpoints[name] = sock.last_endpoint.decode()
+            log.info("ZeroMQ %s socket: %s", name, self.endpoints[name])
+            if name == "sub":
+                self._sub = sock
+                self.node.watch_channels(self._subscription)
+            self._readers.append(asyncio.ensure_future(self._read(name, sock)))
+
+    def _subscription(self, op: SubscriptionOp) -> None:
+        subscribe, topic = op
+        if subscribe:
+            self._sub.subscribe(topic)
+        else:
+            self._sub.unsubscribe(topic)
+
+    async def _read(self, name: str, sock: Any) -> None:
+        while True:
+            frames = await sock.recv_multipart()
+            try:
+                self.node.receive_zmq(name, frames)
+            except Exception:  # one bad message must not stop the socket
+                log.exception("ZeroMQ %s socket: message not handled", name)
+
+    async def close(self) -> None:
+        for task in self._readers:
+            task.cancel()
+        await asyncio.gather(*self._readers, return_exceptions=True)
+        self.node.broker.hub.channel_listener = None
+        self._release()
+
+    def _release(self) -> None:
+        for sock in self._sockets:
+            sock.close(linger=0)
+        self._sockets = []
+        if self._context is not None:
+            self._context.term()
+            self._context = None

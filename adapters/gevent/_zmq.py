@@ -1,0 +1,91 @@
+"""The ZeroMQ publishing ingress on gevent (zmq.green): the sockets of gripcore._zmqin, one
+greenlet reading each. See adapters/asyncio/_zmq.py; this is the same driver with greenlets."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import gevent
+
+from gripcore._config import Config
+from gripcore._node import ProxyNode
+from gripcore._zmqin import SubscriptionOp
+
+from .._zmqload import import_zmq
+
+__all__ = ["ZmqIngress"]
+
+log = logging.getLogger("gripcore")
+
+# Pushpin's DEFAULT_HWM for its push_in sockets.
+RECEIVE_HWM = 1000
+
+
+class ZmqIngress:
+    """The ZeroMQ sockets of one node (none when neither option is set)."""
+
+    def __init__(self, config: Config, node: ProxyNode) -> None:
+        self.config = config
+        self.node = node
+        self._context: Any = None
+        self._sockets: list[Any] = []
+        self._readers: list[gevent.Greenlet] = []
+        self._sub: Any = None
+        self.endpoints: dict[str, str] = {}
+        """The bound endpoint of each socket ("pull", "sub"): a `tcp://HOST:*` spec's port."""
+
+    def start(self) -> None:
+        """Bind the configured sockets and start reading. Raises OSError (pyzmq missing, an
+        address that cannot be bound)."""
+        specs = [("pull", self.config.push_in_spec), ("sub", self.config.push_in_sub_spec)]
+        if not any(spec for _, spec in specs):
+            return
+        zmq = import_zmq("zmq.green")
+        self._context = zmq.Context()
+        for name, spec in specs:
+            if not spec:
+                continue
+            sock = self._context.socket(zmq.PULL if name == "pull" else zmq.SUB)
+            sock.linger = 0
+            sock.rcvhwm = RECEIVE_HWM
+            self._sockets.append(sock)
+            try:
+                sock.bind(spec)
+            except zmq.ZMQError as exc:
+                self._release()
+                raise OSError(f"cannot bind the ZeroMQ {name} socket to {spec}: {exc}") from None
+            self.endpoints[name] = sock.last_endpoint.decode()
+            log.info("ZeroMQ %s socket: %s", name, self.endpoints[name])
+            if name == "sub":
+                self._sub = sock
+                self.node.watch_channels(self._subscription)
+            self._readers.append(gevent.spawn(self._read, name, sock))
+
+    def _subscription(self, op: SubscriptionOp) -> None:
+        subscribe, topic = op
+        if subscribe:
+            self._sub.subscribe(topic)
+        else:
+            self._sub.unsubscribe(topic)
+
+    def _read(self, name: str, sock: Any) -> None:
+        while True:
+            frames = sock.recv_multipart()
+            try:
+                self.node.receive_zmq(name, frames)
+            except Exception:  # one bad message must not stop the socket
+                log.exception("ZeroMQ %s socket: message not handled", name)
+
+    def close(self) -> None:
+        gevent.killall(self._readers, block=True, timeout=5)
+        self.node.broker.hub.channel_listener = None
+        self._release()
+
+    def _release(self) -> None:
+        for sock in self._sockets:
+            sock.close(linger=0)
+        self._sockets = []
+        if self._context is not None:
+            self._context.term()
+            self._context = None
