@@ -290,3 +290,11 @@ def test_the_sub_socket_is_refused_with_several_workers() -> None:
     config = Config(workers=2, push_in_sub_spec="tcp://127.0.0.1:5562")
     assert unsupported_options(config) == "--push-in-sub-spec: not available with --workers above 1"
     assert unsupported_options(Config(workers=2, push_in_spec="tcp://127.0.0.1:5560")) is None
+
+
+def test_drivers_without_pyzmq_say_which_extra_to_install() -> None:
+    from gripcore.adapters._zmqload import MISSING_ZMQ, import_zmq
+
+    with pytest.raises(OSError, match=r"install gripcore\[zmq\]"):
+        import_zmq("zmq.no_such_flavour")
+    assert MISSING_ZMQ == "--push-in-spec and --push-in-sub-spec need pyzmq: install gripcore[zmq]"
