@@ -55,8 +55,8 @@ from ._config import (
     load_config,
 )
 from ._errors import LocalProtocolError
-from ._zmqin import encode_pull_message
 from ._items import HttpResponseFormat, HttpStreamFormat, Item, WsMessageFormat, encode_publish_body
+from ._zmqin import encode_pull_message
 
 __all__ = [
     "DEFAULT_GRIP_URL",
