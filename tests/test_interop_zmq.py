@@ -7,7 +7,11 @@ PUSH socket (`push_uri`, items carry their channel), or, with `require_subscribe
 XPUB socket (`pub_uri`) as `[channel, item]`, publishing only to channels its XPUB socket saw a
 subscription for and calling `sub_callback("sub" | "unsub", channel)` as they come and go.
 
-Pushpin (../shared/tools/run-pushpin, ports 24999/24561, so ZeroMQ PULL 24560 and SUB 24562)
+It can also find the PUSH socket by asking the command socket (`get-zmq-uris`), which is what
+django-grip's `control_zmq_uri` does.
+
+Pushpin (../shared/tools/run-pushpin, ports 24999/24561, so ZeroMQ PULL 24560, SUB 24562 and
+command 24563)
 is used when it can be started; otherwise its half skips with the reason, and the gripcore
 tests still run.
 """
@@ -42,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RUN_PUSHPIN = ROOT.parent / "shared" / "tools" / "run-pushpin"
 PUSHPIN_HTTP, PUSHPIN_PUBLISH = 24999, 24561
 PUSHPIN_PULL, PUSHPIN_SUB = PUSHPIN_PUBLISH - 1, PUSHPIN_PUBLISH + 1
+PUSHPIN_COMMAND = PUSHPIN_PUBLISH + 2
 WAIT = 10.0  # seconds a notification or an item may take on a loaded machine
 
 
@@ -127,8 +132,12 @@ def _push_until_received(client: Any, channel: str, item: Any, reader: RawClient
                 raise
 
 
-def _push_scenario(push_uri: str, http_port: int) -> list[bytes]:
-    client = pubcontrol.ZmqPubControlClient(None, push_uri=push_uri)
+def _push_scenario(
+    push_uri: str | None, http_port: int, command_uri: str | None = None
+) -> list[bytes]:
+    """Two items over PUSH; with `command_uri`, the client finds the PUSH socket by asking the
+    command socket (`get-zmq-uris`), as django-grip's `control_zmq_uri` does."""
+    client = pubcontrol.ZmqPubControlClient(command_uri, push_uri=push_uri)
     reader = _subscribe(http_port, "/push")
     try:
         stamp = time.monotonic_ns()
@@ -170,10 +179,12 @@ def test_pubcontrol_zmq_client_publishes_to_gripcore(origin: Origin) -> None:
         routes=(f"* 127.0.0.1:{origin.port},over_http",),
         push_in_spec="tcp://127.0.0.1:*",
         push_in_sub_spec="tcp://127.0.0.1:*",
+        command_spec="tcp://127.0.0.1:*",
     ) as proxy:
         endpoints = proxy.server.zmq.endpoints
         assert _push_scenario(endpoints["pull"], proxy.port) == EXPECTED_PUSH
         assert _xpub_scenario(endpoints["sub"], proxy.port) == EXPECTED_XPUB
+        assert _push_scenario(None, proxy.port, endpoints["command"]) == EXPECTED_PUSH
 
 
 def test_pubcontrol_zmq_client_same_bytes_from_pushpin_and_gripcore(
@@ -183,11 +194,15 @@ def test_pubcontrol_zmq_client_same_bytes_from_pushpin_and_gripcore(
         routes=(f"* 127.0.0.1:{origin.port},over_http",),
         push_in_spec="tcp://127.0.0.1:*",
         push_in_sub_spec="tcp://127.0.0.1:*",
+        command_spec="tcp://127.0.0.1:*",
     ) as proxy:
         endpoints = proxy.server.zmq.endpoints
         ours = _push_scenario(endpoints["pull"], proxy.port)
         ours_xpub = _xpub_scenario(endpoints["sub"], proxy.port)
+        ours_found = _push_scenario(None, proxy.port, endpoints["command"])
     reference = _push_scenario(f"tcp://127.0.0.1:{PUSHPIN_PULL}", pushpin)
     reference_xpub = _xpub_scenario(f"tcp://127.0.0.1:{PUSHPIN_SUB}", pushpin)
+    reference_found = _push_scenario(None, pushpin, f"tcp://127.0.0.1:{PUSHPIN_COMMAND}")
     assert ours == reference == EXPECTED_PUSH
     assert ours_xpub == reference_xpub == EXPECTED_XPUB
+    assert ours_found == reference_found == EXPECTED_PUSH

@@ -17,9 +17,12 @@ from gripcore._items import Item, parse_item
 from gripcore._node import unsupported_options
 from gripcore._zmqin import (
     MAX_TNETSTRING_DEPTH,
+    advertised_uris,
     decode_pull_message,
     decode_sub_message,
+    dump_tnetstring,
     encode_pull_message,
+    handle_command,
     parse_tnetstring,
     subscription_op,
 )
@@ -298,3 +301,51 @@ def test_drivers_without_pyzmq_say_which_extra_to_install() -> None:
     with pytest.raises(OSError, match=r"install gripcore\[zmq\]"):
         import_zmq("zmq.no_such_flavour")
     assert MISSING_ZMQ == "--push-in-spec and --push-in-sub-spec need pyzmq: install gripcore[zmq]"
+
+
+# --- the command socket --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("data", "value"), TNET_VECTORS)
+def test_dump_tnetstring_is_the_inverse_of_parse(data: bytes, value: Any) -> None:
+    assert dump_tnetstring(value) == data
+    assert parse_tnetstring(dump_tnetstring(value)) == value
+
+
+def test_dump_tnetstring_text_and_errors() -> None:
+    assert dump_tnetstring({"é": "x"}) == b"9:2:\xc3\xa9,1:x,}"
+    with pytest.raises(TypeError, match="cannot encode set"):
+        dump_tnetstring({1})
+
+
+URIS = {"command": "tcp://*:5563", "publish-pull": "tcp://*:5560"}
+
+
+def test_get_zmq_uris_as_pubcontrol_asks() -> None:
+    answer = parse_tnetstring(handle_command(b"25:6:method,12:get-zmq-uris,}", URIS))
+    assert answer == {
+        b"success": True,
+        b"value": {b"command": b"tcp://*:5563", b"publish-pull": b"tcp://*:5560"},
+    }
+
+
+def test_command_answers_carry_the_id_and_refuse_other_methods() -> None:
+    request = dump_tnetstring({"id": "r1", "method": "recover"})
+    answer = parse_tnetstring(handle_command(request, URIS))
+    assert answer == {b"id": b"r1", b"success": False, b"condition": b"method-not-found"}
+
+
+@pytest.mark.parametrize("frame", [b"", b"garbage", b"0:}", b"9:6:method,}", b"5:1:a,]"])
+def test_command_that_does_not_parse_is_bad_format(frame: bytes) -> None:
+    answer = parse_tnetstring(handle_command(frame, URIS))
+    assert answer == {b"success": False, b"condition": b"bad-format"}
+
+
+def test_advertised_uris_as_configured_or_as_bound() -> None:
+    specs = {"pull": "tcp://*:5560", "sub": "tcp://127.0.0.1:*", "command": "ipc:///tmp/c"}
+    endpoints = {"pull": "tcp://0.0.0.0:5560", "sub": "tcp://127.0.0.1:40001", "command": "x"}
+    assert advertised_uris(specs, endpoints) == {
+        "publish-pull": "tcp://*:5560",
+        "publish-sub": "tcp://127.0.0.1:40001",
+        "command": "ipc:///tmp/c",
+    }

@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from gripcore._config import Config
 from gripcore._node import ProxyNode
-from gripcore._zmqin import SubscriptionOp
+from gripcore._zmqin import SubscriptionOp, advertised_uris, handle_command
 
 from .._zmqload import import_zmq
 
 __all__ = ["ZmqIngress"]
+
+# The socket type of each option: --push-in-spec, --push-in-sub-spec, --command-spec.
+_KINDS = {"pull": "PULL", "sub": "SUB", "command": "REP"}
 
 log = logging.getLogger("gripcore")
 
@@ -28,8 +32,12 @@ log = logging.getLogger("gripcore")
 RECEIVE_HWM = 1000
 
 
+def _spawn(fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> asyncio.Task[None]:
+    return asyncio.ensure_future(fn(*args))
+
+
 class ZmqIngress:
-    """The ZeroMQ sockets of one node (none when neither option is set)."""
+    """The ZeroMQ sockets of one node (none when no option is set)."""
 
     def __init__(self, config: Config, node: ProxyNode) -> None:
         self.config = config
@@ -39,12 +47,19 @@ class ZmqIngress:
         self._readers: list[asyncio.Task[None]] = []
         self._sub: Any = None
         self.endpoints: dict[str, str] = {}
-        """The bound endpoint of each socket ("pull", "sub"): a `tcp://HOST:*` spec's port."""
+        """The bound endpoint of each socket ("pull", "sub", "command"): a `tcp://HOST:*`
+        spec's port."""
+        self.uris: dict[str, str] = {}  # what the command socket's get-zmq-uris answers
 
     def start(self) -> None:
         """Bind the configured sockets and start reading. Raises OSError (pyzmq missing, an
         address that cannot be bound)."""
-        specs = [("pull", self.config.push_in_spec), ("sub", self.config.push_in_sub_spec)]
+        config = self.config
+        specs = [
+            ("pull", config.push_in_spec),
+            ("sub", config.push_in_sub_spec),
+            ("command", config.command_spec),
+        ]
         if not any(spec for _, spec in specs):
             return
         zmq_asyncio = import_zmq("zmq.asyncio")
@@ -54,7 +69,7 @@ class ZmqIngress:
         for name, spec in specs:
             if not spec:
                 continue
-            sock = self._context.socket(zmq.PULL if name == "pull" else zmq.SUB)
+            sock = self._context.socket(getattr(zmq, _KINDS[name]))
             sock.linger = 0
             sock.rcvhwm = RECEIVE_HWM
             self._sockets.append(sock)
@@ -68,7 +83,12 @@ class ZmqIngress:
             if name == "sub":
                 self._sub = sock
                 self.node.watch_channels(self._subscription)
-            self._readers.append(asyncio.ensure_future(self._read(name, sock)))
+            if name == "command":
+                self._readers.append(_spawn(self._serve_commands, sock))
+                continue
+            self._readers.append(_spawn(self._read, name, sock))
+        bound = {name: spec for name, spec in specs if spec}
+        self.uris = advertised_uris(bound, self.endpoints)
 
     def _subscription(self, op: SubscriptionOp) -> None:
         subscribe, topic = op
@@ -76,6 +96,12 @@ class ZmqIngress:
             self._sub.subscribe(topic)
         else:
             self._sub.unsubscribe(topic)
+
+    async def _serve_commands(self, sock: Any) -> None:
+        """Answer the command socket's requests (REP: one answer per request)."""
+        while True:
+            frames = await sock.recv_multipart()
+            await sock.send(handle_command(frames[-1], self.uris))
 
     async def _read(self, name: str, sock: Any) -> None:
         while True:

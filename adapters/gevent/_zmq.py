@@ -10,11 +10,14 @@ import gevent
 
 from gripcore._config import Config
 from gripcore._node import ProxyNode
-from gripcore._zmqin import SubscriptionOp
+from gripcore._zmqin import SubscriptionOp, advertised_uris, handle_command
 
 from .._zmqload import import_zmq
 
 __all__ = ["ZmqIngress"]
+
+# The socket type of each option: --push-in-spec, --push-in-sub-spec, --command-spec.
+_KINDS = {"pull": "PULL", "sub": "SUB", "command": "REP"}
 
 log = logging.getLogger("gripcore")
 
@@ -23,7 +26,7 @@ RECEIVE_HWM = 1000
 
 
 class ZmqIngress:
-    """The ZeroMQ sockets of one node (none when neither option is set)."""
+    """The ZeroMQ sockets of one node (none when no option is set)."""
 
     def __init__(self, config: Config, node: ProxyNode) -> None:
         self.config = config
@@ -33,12 +36,19 @@ class ZmqIngress:
         self._readers: list[gevent.Greenlet] = []
         self._sub: Any = None
         self.endpoints: dict[str, str] = {}
-        """The bound endpoint of each socket ("pull", "sub"): a `tcp://HOST:*` spec's port."""
+        """The bound endpoint of each socket ("pull", "sub", "command"): a `tcp://HOST:*`
+        spec's port."""
+        self.uris: dict[str, str] = {}  # what the command socket's get-zmq-uris answers
 
     def start(self) -> None:
         """Bind the configured sockets and start reading. Raises OSError (pyzmq missing, an
         address that cannot be bound)."""
-        specs = [("pull", self.config.push_in_spec), ("sub", self.config.push_in_sub_spec)]
+        config = self.config
+        specs = [
+            ("pull", config.push_in_spec),
+            ("sub", config.push_in_sub_spec),
+            ("command", config.command_spec),
+        ]
         if not any(spec for _, spec in specs):
             return
         zmq = import_zmq("zmq.green")
@@ -46,7 +56,7 @@ class ZmqIngress:
         for name, spec in specs:
             if not spec:
                 continue
-            sock = self._context.socket(zmq.PULL if name == "pull" else zmq.SUB)
+            sock = self._context.socket(getattr(zmq, _KINDS[name]))
             sock.linger = 0
             sock.rcvhwm = RECEIVE_HWM
             self._sockets.append(sock)
@@ -60,7 +70,12 @@ class ZmqIngress:
             if name == "sub":
                 self._sub = sock
                 self.node.watch_channels(self._subscription)
+            if name == "command":
+                self._readers.append(gevent.spawn(self._serve_commands, sock))
+                continue
             self._readers.append(gevent.spawn(self._read, name, sock))
+        bound = {name: spec for name, spec in specs if spec}
+        self.uris = advertised_uris(bound, self.endpoints)
 
     def _subscription(self, op: SubscriptionOp) -> None:
         subscribe, topic = op
@@ -68,6 +83,12 @@ class ZmqIngress:
             self._sub.subscribe(topic)
         else:
             self._sub.unsubscribe(topic)
+
+    def _serve_commands(self, sock: Any) -> None:
+        """Answer the command socket's requests (REP: one answer per request)."""
+        while True:
+            frames = sock.recv_multipart()
+            sock.send(handle_command(frames[-1], self.uris))
 
     def _read(self, name: str, sock: Any) -> None:
         while True:

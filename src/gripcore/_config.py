@@ -664,6 +664,15 @@ OPTIONS: Final[tuple[Option, ...]] = (
         _check_zmq_spec,
     ),
     Option(
+        "command_spec",
+        "command-spec",
+        "SPEC",
+        "ZeroMQ REP socket to bind for Pushpin's get-zmq-uris discovery, as Pushpin's "
+        "command_spec (e.g. tcp://127.0.0.1:5563; needs gripcore[zmq])",
+        _parse_optional_text,
+        _check_zmq_spec,
+    ),
+    Option(
         "adapter",
         "adapter",
         "NAME",
@@ -753,6 +762,7 @@ class Config:
     engine_linger: float = DEFAULT_ENGINE_LINGER
     push_in_spec: str | None = None
     push_in_sub_spec: str | None = None
+    command_spec: str | None = None
     adapter: str = "asyncio"
     workers: int = 1
     max_connections: int = DEFAULT_MAX_CONNECTIONS

@@ -23,6 +23,12 @@ A tnetstring carries bytes, not text: keys and text values must be UTF-8; a form
 or `content` (and `-bin`) bytes are taken as they are, byte for byte, and a ws-message given
 `content` is text unless it says otherwise, as Pushpin decides.
 
+* `command_spec`: a REP socket answering Pushpin's ZRPC requests (a tnetstring `{id, method,
+  args}`, answered `{id, success, value}` or `{id, success: false, condition}`). Only
+  `get-zmq-uris` is served, with the `command`, `publish-pull` and `publish-sub` specs, which is
+  what pubcontrol's ZeroMQ client asks to discover the other two sockets (django-grip's
+  `control_zmq_uri`); any other method is `method-not-found`.
+
 An invalid message raises `PublishError` here; the node logs it, counts it
 (`zmq_invalid_messages_total`) and goes on: a publisher's mistake is never fatal.
 """
@@ -41,9 +47,12 @@ from ._items import DEFAULT_MAX_CONTENT_SIZE, Item, item_to_json, parse_item
 __all__ = [
     "MAX_TNETSTRING_DEPTH",
     "SubscriptionOp",
+    "advertised_uris",
     "decode_pull_message",
     "decode_sub_message",
+    "dump_tnetstring",
     "encode_pull_message",
+    "handle_command",
     "parse_tnetstring",
     "subscription_op",
 ]
@@ -257,3 +266,67 @@ def subscription_op(change: ChannelChange) -> SubscriptionOp:
     """What the SUB socket does for a hub channel change: subscribe to a channel that gained
     its first subscriber, unsubscribe from one that lost its last."""
     return change.subscribed, change.channel.encode("utf-8")
+
+
+# --- the command socket --------------------------------------------------------------------------
+
+
+def dump_tnetstring(value: Any) -> bytes:
+    """`value` (bytes, str as UTF-8, bool, int, float, None, and lists and dicts of these) as a
+    tnetstring. Raises `TypeError` for anything else."""
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    if isinstance(value, bytes):
+        payload, tag = value, b","
+    elif isinstance(value, bool):
+        payload, tag = (b"true" if value else b"false"), b"!"
+    elif isinstance(value, int):
+        payload, tag = str(value).encode(), b"#"
+    elif isinstance(value, float):
+        payload, tag = repr(value).encode(), b"^"
+    elif value is None:
+        payload, tag = b"", b"~"
+    elif isinstance(value, list):
+        payload, tag = b"".join(dump_tnetstring(v) for v in value), b"]"
+    elif isinstance(value, dict):
+        parts = (dump_tnetstring(k) + dump_tnetstring(v) for k, v in value.items())
+        payload, tag = b"".join(parts), b"}"
+    else:
+        raise TypeError(f"cannot encode {type(value).__name__} as a tnetstring")
+    return b"%d:%s%s" % (len(payload), payload, tag)
+
+
+def handle_command(frame: bytes, uris: dict[str, str]) -> bytes:
+    """The answer of the command socket to one request `frame`. `uris` maps `command`,
+    `publish-pull` and `publish-sub` to the specs publishers should use (those configured).
+    Never raises: a request that does not parse gets condition `bad-format`."""
+    try:
+        request = parse_tnetstring(bytes(frame))
+    except PublishError:
+        request = None
+    if not isinstance(request, dict) or not isinstance(request.get(b"method"), bytes):
+        return dump_tnetstring({"success": False, "condition": "bad-format"})
+    answer: dict[str, Any] = {}
+    request_id = request.get(b"id")
+    if isinstance(request_id, bytes):
+        answer["id"] = request_id
+    if request[b"method"] == b"get-zmq-uris":
+        answer["success"] = True
+        answer["value"] = dict(uris)
+    else:
+        answer["success"] = False
+        answer["condition"] = "method-not-found"
+    return dump_tnetstring(answer)
+
+
+_URI_NAMES: Final = {"command": "command", "pull": "publish-pull", "sub": "publish-sub"}
+
+
+def advertised_uris(specs: dict[str, str], endpoints: dict[str, str]) -> dict[str, str]:
+    """What `get-zmq-uris` answers: each bound socket ("command", "pull", "sub") under its
+    Pushpin name, as configured (a `*` host is for the publisher to resolve, as with Pushpin),
+    or as bound when the port was left to the system (`tcp://HOST:*`)."""
+    return {
+        _URI_NAMES[name]: endpoints[name] if spec.endswith(":*") else spec
+        for name, spec in specs.items()
+    }
