@@ -8,7 +8,9 @@ from types import ModuleType
 
 __all__ = ["MISSING_ZMQ", "import_zmq", "push_message"]
 
-MISSING_ZMQ = "--push-in-spec and --push-in-sub-spec need pyzmq: install gripcore[zmq]"
+MISSING_ZMQ = (
+    "--push-in-spec, --push-in-sub-spec and --command-spec need pyzmq: install gripcore[zmq]"
+)
 
 
 def import_zmq(flavour: str) -> ModuleType:

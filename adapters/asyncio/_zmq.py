@@ -31,6 +31,9 @@ log = logging.getLogger("gripcore")
 # DEFAULT_HWM for its push_in sockets).
 RECEIVE_HWM = 1000
 
+# Messages read in one go before the loop runs other work (about a millisecond of items).
+DRAIN = 64
+
 
 def _spawn(fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> asyncio.Task[None]:
     return asyncio.ensure_future(fn(*args))
@@ -104,12 +107,25 @@ class ZmqIngress:
             await sock.send(handle_command(frames[-1], self.uris))
 
     async def _read(self, name: str, sock: Any) -> None:
+        """Wait for a message, then take what else is queued (up to DRAIN) without waiting:
+        one future per message costs more than handling the item."""
+        import zmq
+
+        ready: Any = zmq.Socket.shadow(sock.underlying)  # the same socket, without futures
         while True:
-            frames = await sock.recv_multipart()
-            try:
-                self.node.receive_zmq(name, frames)
-            except Exception:  # one bad message must not stop the socket
-                log.exception("ZeroMQ %s socket: message not handled", name)
+            self._handle(name, await sock.recv_multipart())
+            for _ in range(DRAIN):
+                try:
+                    frames = ready.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self._handle(name, frames)
+
+    def _handle(self, name: str, frames: list[bytes]) -> None:
+        try:
+            self.node.receive_zmq(name, frames)
+        except Exception:  # one bad message must not stop the socket
+            log.exception("ZeroMQ %s socket: message not handled", name)
 
     async def close(self) -> None:
         for task in self._readers:

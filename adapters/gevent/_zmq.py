@@ -24,6 +24,9 @@ log = logging.getLogger("gripcore")
 # Pushpin's DEFAULT_HWM for its push_in sockets.
 RECEIVE_HWM = 1000
 
+# Messages read in one go before other greenlets run (about a millisecond of items).
+DRAIN = 64
+
 
 class ZmqIngress:
     """The ZeroMQ sockets of one node (none when no option is set)."""
@@ -91,12 +94,23 @@ class ZmqIngress:
             sock.send(handle_command(frames[-1], self.uris))
 
     def _read(self, name: str, sock: Any) -> None:
+        """Wait for a message, then take what else is queued (up to DRAIN) without waiting."""
+        import zmq
+
         while True:
-            frames = sock.recv_multipart()
-            try:
-                self.node.receive_zmq(name, frames)
-            except Exception:  # one bad message must not stop the socket
-                log.exception("ZeroMQ %s socket: message not handled", name)
+            self._handle(name, sock.recv_multipart())
+            for _ in range(DRAIN):
+                try:
+                    frames = sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self._handle(name, frames)
+
+    def _handle(self, name: str, frames: list[bytes]) -> None:
+        try:
+            self.node.receive_zmq(name, frames)
+        except Exception:  # one bad message must not stop the socket
+            log.exception("ZeroMQ %s socket: message not handled", name)
 
     def close(self) -> None:
         gevent.killall(self._readers, block=True, timeout=5)
