@@ -648,8 +648,7 @@ OPTIONS: Final[tuple[Option, ...]] = (
         "push_in_spec",
         "push-in-spec",
         "SPEC",
-        "ZeroMQ PULL socket to bind for published items, as Pushpin's push_in_spec "
-        "(e.g. tcp://127.0.0.1:5560; needs gripcore[zmq])",
+        "ZeroMQ PULL socket for published items, as Pushpin's push_in_spec (gripcore[zmq])",
         _parse_optional_text,
         _check_zmq_spec,
     ),
@@ -657,9 +656,7 @@ OPTIONS: Final[tuple[Option, ...]] = (
         "push_in_sub_spec",
         "push-in-sub-spec",
         "SPEC",
-        "ZeroMQ SUB socket to bind for published items, subscribed to the channels that have "
-        "subscribers, as Pushpin's push_in_sub_spec (e.g. tcp://127.0.0.1:5562; needs "
-        "gripcore[zmq])",
+        "ZeroMQ SUB socket for XPUB publishers, as Pushpin's push_in_sub_spec (gripcore[zmq])",
         _parse_optional_text,
         _check_zmq_spec,
     ),
@@ -667,8 +664,7 @@ OPTIONS: Final[tuple[Option, ...]] = (
         "command_spec",
         "command-spec",
         "SPEC",
-        "ZeroMQ REP socket to bind for Pushpin's get-zmq-uris discovery, as Pushpin's "
-        "command_spec (e.g. tcp://127.0.0.1:5563; needs gripcore[zmq])",
+        "ZeroMQ socket answering get-zmq-uris, as Pushpin's command_spec (gripcore[zmq])",
         _parse_optional_text,
         _check_zmq_spec,
     ),
