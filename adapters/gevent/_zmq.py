@@ -97,11 +97,12 @@ class ZmqIngress:
         """Wait for a message, then take what else is queued (up to DRAIN) without waiting."""
         import zmq
 
+        ready: Any = zmq.Socket.shadow(sock.underlying)  # the same socket, not green
         while True:
             self._handle(name, sock.recv_multipart())
             for _ in range(DRAIN):
                 try:
-                    frames = sock.recv_multipart(zmq.NOBLOCK)
+                    frames = ready.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
                     break
                 self._handle(name, frames)
