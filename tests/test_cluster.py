@@ -187,11 +187,14 @@ def test_zeromq_items_go_through_the_redis_engine(
     zmq = pytest.importorskip("zmq")
     client, prefix = shared_redis
     url = engine_url(prefix)
-    with cluster(origin, url, 1) as (b,), running_proxy(
-        engine=url,
-        routes=(f"* 127.0.0.1:{origin.port},over_http",),
-        push_in_spec="tcp://127.0.0.1:*",
-    ) as a:
+    with (
+        cluster(origin, url, 1) as (b,),
+        running_proxy(
+            engine=url,
+            routes=(f"* 127.0.0.1:{origin.port},over_http",),
+            push_in_spec="tcp://127.0.0.1:*",
+        ) as a,
+    ):
         sse = sse_client(b)
         wait_for(lambda: numsub(client, prefix, "news") == 1)
         context = zmq.Context()
