@@ -186,6 +186,7 @@ def test_tnetstring_ws_message_types_follow_pushpin() -> None:
         ([b"J{}", b"J{}"], "parts != 1"),
         ([b"J{"], "json parse failed"),
         ([b"J\xff"], "json parse failed"),
+        ([b'J{"channel": NaN}'], "json parse failed"),  # not JSON, as over HTTP
         ([b"J[]"], "not a valid json object"),
         ([b"J{}"], "does not contain 'channel'"),
         ([b"5:hello,"], "publish item object is not an object"),

@@ -42,7 +42,7 @@ from typing import Any, Final
 
 from ._errors import PublishError
 from ._hub import ChannelChange
-from ._items import DEFAULT_MAX_CONTENT_SIZE, Item, item_to_json, parse_item
+from ._items import DEFAULT_MAX_CONTENT_SIZE, Item, _reject_constant, item_to_json, parse_item
 
 __all__ = [
     "MAX_TNETSTRING_DEPTH",
@@ -212,7 +212,7 @@ def _item_as_json(obj: Any) -> Any:
 def _decode_object(frame: bytes) -> Any:
     if frame[:1] == b"J":
         try:
-            doc = json.loads(frame[1:].decode("utf-8"))
+            doc = json.loads(frame[1:].decode("utf-8"), parse_constant=_reject_constant)
         except (ValueError, RecursionError):
             raise PublishError("received message with invalid format (json parse failed)") from None
         if not isinstance(doc, dict):
