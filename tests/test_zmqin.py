@@ -23,6 +23,7 @@ from gripcore._zmqin import (
     dump_tnetstring,
     encode_pull_message,
     handle_command,
+    ingress_sockets,
     parse_tnetstring,
     subscription_op,
 )
@@ -350,3 +351,12 @@ def test_advertised_uris_as_configured_or_as_bound() -> None:
         "publish-sub": "tcp://127.0.0.1:40001",
         "command": "ipc:///tmp/c",
     }
+
+
+def test_ingress_sockets_for_the_options_set() -> None:
+    assert ingress_sockets(None, None, None) == []
+    assert ingress_sockets("tcp://a:1", None, "ipc:///c") == [
+        ("pull", "PULL", "tcp://a:1"),
+        ("command", "REP", "ipc:///c"),
+    ]
+    assert ingress_sockets(None, "tcp://a:2", None) == [("sub", "SUB", "tcp://a:2")]

@@ -16,14 +16,12 @@ from typing import Any
 
 from gripcore._config import Config
 from gripcore._node import ProxyNode
-from gripcore._zmqin import SubscriptionOp, advertised_uris, handle_command
+from gripcore._zmqin import SubscriptionOp, advertised_uris, handle_command, ingress_sockets
 
 from .._zmqload import import_zmq
 
 __all__ = ["ZmqIngress"]
 
-# The socket type of each option: --push-in-spec, --push-in-sub-spec, --command-spec.
-_KINDS = {"pull": "PULL", "sub": "SUB", "command": "REP"}
 
 log = logging.getLogger("gripcore")
 
@@ -58,21 +56,15 @@ class ZmqIngress:
         """Bind the configured sockets and start reading. Raises OSError (pyzmq missing, an
         address that cannot be bound)."""
         config = self.config
-        specs = [
-            ("pull", config.push_in_spec),
-            ("sub", config.push_in_sub_spec),
-            ("command", config.command_spec),
-        ]
-        if not any(spec for _, spec in specs):
+        specs = ingress_sockets(config.push_in_spec, config.push_in_sub_spec, config.command_spec)
+        if not specs:
             return
         zmq_asyncio = import_zmq("zmq.asyncio")
         import zmq
 
         self._context = zmq_asyncio.Context()
-        for name, spec in specs:
-            if not spec:
-                continue
-            sock = self._context.socket(getattr(zmq, _KINDS[name]))
+        for name, kind, spec in specs:
+            sock = self._context.socket(getattr(zmq, kind))
             sock.linger = 0
             sock.rcvhwm = RECEIVE_HWM
             self._sockets.append(sock)
@@ -90,8 +82,7 @@ class ZmqIngress:
                 self._readers.append(_spawn(self._serve_commands, sock))
                 continue
             self._readers.append(_spawn(self._read, name, sock))
-        bound = {name: spec for name, spec in specs if spec}
-        self.uris = advertised_uris(bound, self.endpoints)
+        self.uris = advertised_uris({name: spec for name, _, spec in specs}, self.endpoints)
 
     def _subscription(self, op: SubscriptionOp) -> None:
         subscribe, topic = op

@@ -330,3 +330,16 @@ def advertised_uris(specs: dict[str, str], endpoints: dict[str, str]) -> dict[st
         _URI_NAMES[name]: endpoints[name] if spec.endswith(":*") else spec
         for name, spec in specs.items()
     }
+
+
+def ingress_sockets(
+    push_in_spec: str | None, push_in_sub_spec: str | None, command_spec: str | None
+) -> list[tuple[str, str, str]]:
+    """The sockets a driver binds, as (name, ZeroMQ socket type, spec), for the options set:
+    "pull" (PULL), "sub" (SUB), "command" (REP), in that order."""
+    wanted = [
+        ("pull", "PULL", push_in_spec),
+        ("sub", "SUB", push_in_sub_spec),
+        ("command", "REP", command_spec),
+    ]
+    return [(name, kind, spec) for name, kind, spec in wanted if spec]
