@@ -1050,3 +1050,48 @@ def test_post_publish_reads_a_bounded_answer(
     monkeypatch.setattr(_cli, "MAX_RESPONSE_BODY", 4)
     server.answer = (200, b"0123456789")
     assert post_publish(server.url + "/publish/", b"{}").body == b"0123"
+
+
+# --- publish --spec tcp://: ZeroMQ PUSH to a PULL socket (push_in_spec) ----------------------
+
+
+def test_publish_to_a_zeromq_pull_socket(capsys: pytest.CaptureFixture[str]) -> None:
+    zmq = pytest.importorskip("zmq")
+    from gripcore._zmqin import decode_pull_message
+
+    context = zmq.Context()
+    pull = context.socket(zmq.PULL)
+    try:
+        pull.linger = 0
+        pull.rcvtimeo = 5000
+        pull.bind("tcp://127.0.0.1:*")
+        spec = pull.last_endpoint.decode()
+        code, out, err = _run(capsys, ["publish", "news", "hello", "--id", "7", "--spec", spec])
+        assert (code, out, err) == (0, "Published\n", "")
+        item = decode_pull_message([pull.recv()])
+        assert (item.channel, item.id) == ("news", "7")
+        assert item.http_stream is not None and item.http_stream.content == b"hello\n"
+    finally:
+        pull.close()
+        context.term()
+
+
+def test_publish_to_a_zeromq_spec_nobody_reads(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("zmq")
+    argv = [
+        "publish",
+        "news",
+        "hi",
+        "--spec",
+        "ipc:///nonexistent/gripcore-test",
+        "--timeout",
+        "0.05",
+    ]
+    code, out, err = _run(capsys, argv)
+    assert (code, out) == (1, "")
+    assert err == (
+        "gripcore publish: publishing to ipc:///nonexistent/gripcore-test failed: "
+        "no ZeroMQ peer took the message within 0.05 s\n"
+    )
+    code, _, err = _run(capsys, ["publish", "news", "hi", "--spec", "tcp://nohost"])
+    assert code == 1 and "publishing to tcp://nohost failed: ZeroMQ: " in err

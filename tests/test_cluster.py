@@ -181,6 +181,37 @@ def test_publish_to_one_node_reaches_every_transport_on_another(
         assert ws.receive_message() == "hello ws"
 
 
+def test_zeromq_items_go_through_the_redis_engine(
+    origin: Origin, shared_redis: tuple[redis.Redis, str]
+) -> None:
+    zmq = pytest.importorskip("zmq")
+    client, prefix = shared_redis
+    url = engine_url(prefix)
+    with (
+        cluster(origin, url, 1) as (b,),
+        running_proxy(
+            engine=url,
+            routes=(f"* 127.0.0.1:{origin.port},over_http",),
+            push_in_spec="tcp://127.0.0.1:*",
+        ) as a,
+    ):
+        sse = sse_client(b)
+        wait_for(lambda: numsub(client, prefix, "news") == 1)
+        context = zmq.Context()
+        push = context.socket(zmq.PUSH)
+        try:
+            push.linger = 0
+            push.connect(a.server.zmq.endpoints["pull"])
+            item = b'J{"channel": "news", "id": "z1", "http-stream": {"content": "one\\n"}}'
+            push.send(item)
+            push.send(item)  # the same id again: dropped cluster-wide
+            push.send(b'J{"channel": "news", "http-stream": {"content": "two\\n"}}')
+            assert sse.read_until(b"two\n\r\n") == chunk("one\n") + chunk("two\n")
+        finally:
+            push.close()
+            context.term()
+
+
 def test_an_asyncio_node_and_a_gevent_node_are_one_broker(
     origin: Origin, shared_redis: tuple[redis.Redis, str]
 ) -> None:

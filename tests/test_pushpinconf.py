@@ -74,6 +74,9 @@ def test_the_shipped_config_maps_to_gripcores_defaults_but_routes() -> None:
         "message-wait": "5",
         "id-cache-ttl": "60",
         "max-channels-per-connection": "20",
+        "push-in-spec": "tcp://127.0.0.1:5560",
+        "push-in-sub-spec": "tcp://127.0.0.1:5562",
+        "command-spec": "tcp://127.0.0.1:5563",
     }
     assert mapped["sig-key"][1] == "/etc/pushpin/pushpin.conf:24: [proxy] sig_key"
     config = load_config({}, {}, pushpin_options=mapped)
@@ -215,7 +218,7 @@ def test_rundir_and_port_offset_are_resolved_in_values() -> None:
         "message_wait=250\n"
     )
     conf = parse_pushpin_config(text, "p.conf")
-    assert options(text) == {"message-wait": "0.25"}
+    assert options(text) == {"message-wait": "0.25", "command-spec": "tcp://127.0.0.1:5573"}
     assert [s.raw for s in conf.settings][-3:] == [
         "ipc://{rundir}/{ipc_prefix}stats",
         "tcp://127.0.0.1:5563",
@@ -246,3 +249,15 @@ def test_a_bad_publish_port_is_left_to_the_option_to_refuse() -> None:
     assert mapped["publish-listen"][0] == "127.0.0.1:x"
     with pytest.raises(ConfigError, match=r"p.conf:2: \[handler\] push_in_http_port"):
         load_config({}, {}, pushpin_options=mapped)
+
+
+def test_without_pyzmq_the_zeromq_sockets_are_reported_not_mapped() -> None:
+    conf = parse_pushpin_config(SHIPPED, "/etc/pushpin/pushpin.conf", zmq=False)
+    assert not {"push-in-spec", "push-in-sub-spec", "command-spec"} & set(conf.options())
+    assert (
+        "handler/push_in_spec ignored: ZeroMQ publishing needs pyzmq: pip install 'gripcore[zmq]'"
+        in conf.report()
+    )
+    assert options("[handler]\npush_in_sub_specs=tcp://a:1, tcp://b:2\n") == {
+        "push-in-sub-spec": "tcp://a:1"
+    }

@@ -317,8 +317,10 @@ def test_serve_with_pushpins_own_config_file(tmp_path: Path) -> None:
     ).start()
     (tmp_path / "routes").write_text(f"* 127.0.0.1:{origin.port}\n")
     conf = tmp_path / "pushpin.conf"
+    # its ZeroMQ sockets are left out here: their fixed ports belong to other tests
+    shipped = "".join(line for line in SHIPPED.splitlines(True) if "_spec" not in line)
     conf.write_text(
-        SHIPPED.replace("sig_key=changeme", "sig_key=from-pushpin-conf-over-32-bytes-long")
+        shipped.replace("sig_key=changeme", "sig_key=from-pushpin-conf-over-32-bytes-long")
     )
     proc, port, publish_port = start_serve("--pushpin-config", str(conf))
     try:

@@ -5,6 +5,7 @@ supervisor ending everything, and no process left behind."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -14,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,9 +91,15 @@ def spread_clients(port: int, publish_port: int) -> list[RawClient]:
 
 @pytest.fixture
 def two_workers() -> Iterator[tuple[subprocess.Popen[str], int, int]]:
+    with serve_two_workers() as served:
+        yield served
+
+
+@contextlib.contextmanager
+def serve_two_workers(*extra: str) -> Iterator[tuple[subprocess.Popen[str], int, int]]:
     origin = hold_origin()
     proc, port, publish_port = start_serve(
-        "--workers", "2", "--route", f"* 127.0.0.1:{origin.port}"
+        "--workers", "2", "--route", f"* 127.0.0.1:{origin.port}", *extra
     )
     try:
         yield proc, port, publish_port
@@ -141,6 +149,33 @@ def test_every_publish_reaches_the_clients_of_every_worker_in_one_order(
     assert publish(publish_port, [item("again\n", id="2"), item("end\n")])[0] == 200
     for client in clients:
         assert client.read_until(chunk("end\n")) == chunk("end\n")
+
+
+PULL_PATH = f"/tmp/gripcore-test-workers-pull-{os.getpid()}"
+
+
+def test_zeromq_items_reach_the_clients_of_every_worker() -> None:
+    zmq = pytest.importorskip("zmq")
+    with serve_two_workers("--push-in-spec", f"ipc://{PULL_PATH}") as (_, port, publish_port):
+        _zeromq_to_every_worker(zmq, port, publish_port)
+
+
+def _zeromq_to_every_worker(zmq: Any, port: int, publish_port: int) -> None:
+    clients = spread_clients(port, publish_port)
+    context = zmq.Context()
+    push = context.socket(zmq.PUSH)
+    try:
+        push.linger = 0
+        push.connect(f"ipc://{PULL_PATH}")  # bound by worker 0, with the publish API
+        for n in range(5):
+            push.send(b"J" + json.dumps(item(f"z{n}\n", id=f"z{n % 3}")).encode())
+    finally:
+        push.close(linger=5000)
+        context.term()
+    expected = chunk("z0\n") + chunk("z1\n") + chunk("z2\n")  # z3, z4: ids seen already
+    assert publish(publish_port, [item("end\n")])[0] == 200
+    for client in clients:
+        assert client.read_until(chunk("end\n")) == expected + chunk("end\n")
 
 
 def test_sigterm_ends_every_worker_cleanly(
@@ -250,6 +285,11 @@ def test_a_port_in_use_fails_the_start() -> None:
     [
         (["--adapter", "gevent"], 2, "only the asyncio adapter runs several workers"),
         (["--routes", "/nonexistent/routes"], 2, "cannot start"),
+        (
+            ["--push-in-sub-spec", "tcp://127.0.0.1:*"],
+            2,
+            "--push-in-sub-spec: not available with --workers above 1",
+        ),
     ],
 )
 def test_what_workers_cannot_do_is_refused(args: list[str], status: int, message: str) -> None:

@@ -49,6 +49,7 @@ from gripcore._node import (
     PublishConnection,
     ReadBody,
     run_flow_step,
+    unsupported_options,
 )
 from gripcore._originhttp import OriginError
 from gripcore._routes import Target
@@ -58,6 +59,7 @@ from ._origin import OriginClient
 from ._redis import RedisDriver
 from ._scheduling import LoopScheduling
 from ._workers import CLIENT_BACKLOG, PUBLISH_BACKLOG, Worker, _bind, run_workers
+from ._zmq import ZmqIngress
 
 __all__ = ["Server", "run"]
 
@@ -101,6 +103,7 @@ class Server(NodeServer, LoopScheduling):
             response_timeout=config.origin_response_timeout,
         )
         self._watcher: asyncio.Task[None] | None = None  # the routes-file watcher
+        self.zmq = ZmqIngress(config, self.node)  # --push-in-spec / --push-in-sub-spec
         self.publish_connections: set[PublishProtocol] = set()
         self._servers: list[Acceptor] = []
         self._broker_timer: asyncio.TimerHandle | None = None
@@ -152,6 +155,8 @@ class Server(NodeServer, LoopScheduling):
             self._servers.append(Acceptor(self, sock, "publish", lambda: PublishProtocol(self)))
         if publish:
             self.publish_address = publish[0].getsockname()[:2]
+        if worker is None or worker.publish is not None:
+            self.zmq.start()  # with the publish API: in worker 0 only
         if self.config.routes_file and not self.config.routes:
             self._watcher = asyncio.ensure_future(self._watch_routes(self.config.routes_file))
 
@@ -168,6 +173,7 @@ class Server(NodeServer, LoopScheduling):
             await asyncio.gather(self._watcher, return_exceptions=True)
         for server in self._servers:
             server.close()
+        await self.zmq.close()
         self.node.close_all()
         for publisher in list(self.publish_connections):
             publisher.close()
@@ -539,6 +545,10 @@ def run(config: Config, *, ready: Callable[[Server], None] | None = None) -> int
     """Run a server until SIGINT/SIGTERM; SIGHUP reloads routes. Returns the exit status.
     Uses uvloop when it is installed (the `uvloop` extra). With `config.workers` > 1, runs that
     many worker processes under a supervisor (_workers; `ready` is then not called)."""
+    problem = unsupported_options(config)
+    if problem is not None:
+        print(f"gripcore serve: {problem}", file=sys.stderr)
+        return 2
     if config.workers > 1:
         return run_workers(config, lambda worker: _run_loop(_main(config, None, worker)))
     return _run_loop(_main(config, ready))

@@ -57,6 +57,7 @@ from gripcore._routes import Target
 from .._system import file_stamp, system_node
 from ._origin import OriginClient
 from ._redis import RedisDriver
+from ._zmq import ZmqIngress
 
 __all__ = ["Server", "run"]
 
@@ -296,6 +297,7 @@ class Server(NodeServer):
         self._servers: list[_Listener] = []
         self._broker_timer: Any = None
         self._watcher: gevent.Greenlet | None = None
+        self.zmq = ZmqIngress(config, self.node)  # --push-in-spec / --push-in-sub-spec
         self.publish_connections: set[_Writer] = set()
         self.listen_addresses: list[tuple[str, int]] = []
         self.publish_address: tuple[str, int] | None = None
@@ -330,6 +332,7 @@ class Server(NodeServer):
         server.start()
         self._servers.append(server)
         self.publish_address = server.address[:2]
+        self.zmq.start()
         if self.config.routes_file and not self.config.routes:
             self._watcher = gevent.spawn(self._watch_routes, self.config.routes_file)
 
@@ -349,6 +352,7 @@ class Server(NodeServer):
             self._watcher.kill()
         for server in self._servers:
             server.close()
+        self.zmq.close()
         self.node.close_all()
         for publisher in list(self.publish_connections):
             publisher.close()

@@ -27,6 +27,7 @@ import argparse
 import base64
 import http.client
 import importlib
+import importlib.util
 import json
 import logging
 import math
@@ -58,6 +59,7 @@ from ._config import (
 from ._errors import LocalProtocolError
 from ._items import HttpResponseFormat, HttpStreamFormat, Item, WsMessageFormat, encode_publish_body
 from ._pushpinconf import parse_pushpin_config
+from ._zmqin import encode_pull_message
 
 __all__ = [
     "DEFAULT_GRIP_URL",
@@ -86,6 +88,8 @@ MAX_CONFIG_FILE_SIZE: Final = 1024 * 1024
 MAX_RESPONSE_BODY: Final = 64 * 1024
 # Lifetime of the JWT made from a GRIP URL's `iss` and `key`, as GRIP publisher libraries use.
 _JWT_LIFETIME: Final = timedelta(hours=1)
+# --spec values that name a ZeroMQ PULL socket (push_in_spec) rather than a GRIP URL
+_ZMQ_SCHEMES: Final = ("tcp://", "ipc://")
 _SSE_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 _LINE_BREAK = re.compile(r"[\r\n]")
 _LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -236,7 +240,8 @@ def _add_publish_options(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help=f"GRIP URL of the server; /publish/ is appended (default: $GRIP_URL or "
         f"{DEFAULT_GRIP_URL}; ?key=K in it authenticates with Bearer K, ?iss=I&key=K with "
-        f"a JWT signed by K)",
+        f"a JWT signed by K); or a ZeroMQ tcp:// or ipc:// spec of the server's PULL socket "
+        f"(--push-in-spec, Pushpin's push_in_spec; needs gripcore[zmq])",
     )
     target.add_argument(
         "--key", "--bearer", metavar="TOKEN", help="authenticate with Authorization: Bearer"
@@ -342,7 +347,10 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     try:
         pushpin = (
             parse_pushpin_config(
-                _read_config_file(pushpin_path), pushpin_path, read_file=_read_config_file_os
+                _read_config_file(pushpin_path),
+                pushpin_path,
+                read_file=_read_config_file_os,
+                zmq=importlib.util.find_spec("zmq") is not None,
             )
             if pushpin_path
             else None
@@ -641,13 +649,29 @@ def post_publish(
         connection.close()
 
 
+def _publish_zmq(spec: str, item: Item, timeout: float) -> int:
+    """Push the item to a ZeroMQ PULL socket (gripcore's or Pushpin's push_in_spec) as one
+    `J` + JSON message, as pushpin-publish --spec tcp://... does (with a tnetstring)."""
+    zmq_support = importlib.import_module("gripcore.adapters._zmqload")
+    try:
+        zmq_support.push_message(spec, encode_pull_message(item), timeout)
+    except OSError as exc:
+        _error("publish", f"publishing to {spec} failed: {exc}")
+        return 1
+    print("Published")
+    return 0
+
+
 def _publish(args: argparse.Namespace, environ: Mapping[str, str], stdin: IO[bytes]) -> int:
     message, as_is = _read_message(args.message, stdin)
-    body = encode_publish_body([_build_item(args, message, as_is)])
+    item = _build_item(args, message, as_is)
+    body = encode_publish_body([item])
     if args.dry_run:
         print(body.decode("utf-8"))
         return 0
     grip_url = args.url or environ.get("GRIP_URL") or DEFAULT_GRIP_URL
+    if grip_url.startswith(_ZMQ_SCHEMES):
+        return _publish_zmq(grip_url, item, args.timeout)
     try:
         endpoint, authorization = publish_endpoint(grip_url)
     except ConfigError as exc:

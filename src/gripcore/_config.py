@@ -493,6 +493,16 @@ def _check_engine(value: object) -> str:
     return text
 
 
+def _check_zmq_spec(value: object) -> str | None:
+    """A ZeroMQ endpoint to bind, `tcp://HOST:PORT` or `ipc://PATH`, as Pushpin's specs."""
+    if value is None:
+        return None
+    text = _check_name(value)
+    if not text.startswith(("tcp://", "ipc://")) or len(text) <= len("tcp://"):
+        raise _Invalid(f"must be a ZeroMQ tcp://HOST:PORT or ipc://PATH spec, got {_quote(text)}")
+    return text
+
+
 def _check_lines(value: object) -> tuple[str, ...]:
     if not isinstance(value, tuple | list):
         raise _Invalid(f"must be a list of route lines, got {_kind(value)}")
@@ -708,6 +718,30 @@ OPTIONS: Final[tuple[Option, ...]] = (
         exclusive=False,
     ),
     Option(
+        "push_in_spec",
+        "push-in-spec",
+        "SPEC",
+        "ZeroMQ PULL socket for published items, as Pushpin's push_in_spec (gripcore[zmq])",
+        _parse_optional_text,
+        _check_zmq_spec,
+    ),
+    Option(
+        "push_in_sub_spec",
+        "push-in-sub-spec",
+        "SPEC",
+        "ZeroMQ SUB socket for XPUB publishers, as Pushpin's push_in_sub_spec (gripcore[zmq])",
+        _parse_optional_text,
+        _check_zmq_spec,
+    ),
+    Option(
+        "command_spec",
+        "command-spec",
+        "SPEC",
+        "ZeroMQ socket answering get-zmq-uris, as Pushpin's command_spec (gripcore[zmq])",
+        _parse_optional_text,
+        _check_zmq_spec,
+    ),
+    Option(
         "adapter",
         "adapter",
         "NAME",
@@ -840,6 +874,9 @@ class Config:
     engine: str = "memory"
     history: int = 0
     engine_linger: float = DEFAULT_ENGINE_LINGER
+    push_in_spec: str | None = None
+    push_in_sub_spec: str | None = None
+    command_spec: str | None = None
     adapter: str = "asyncio"
     workers: int = 1
     max_connections: int = DEFAULT_MAX_CONNECTIONS

@@ -486,6 +486,9 @@ class Hub:
         self.dropped_bytes = 0
         self._channels: dict[str, _Members] = {}
         self._changes: list[ChannelChange] = []
+        self.channel_listener: Callable[[ChannelChange], None] | None = None
+        """Told of each channel change as it happens (the ZeroMQ SUB socket's interest), besides
+        the changes kept for `take_channel_changes`."""
 
     # --- membership ---
 
@@ -509,7 +512,7 @@ class Hub:
         members = self._channels.get(channel)
         if members is None:
             members = self._channels[channel] = _Members()
-            self._changes.append(ChannelChange(channel, subscribed=True))
+            self._change(ChannelChange(channel, subscribed=True))
         members.add(sub, subscription)
         return True
 
@@ -521,7 +524,7 @@ class Hub:
         members.discard(sub)
         if not len(members):
             del self._channels[channel]
-            self._changes.append(ChannelChange(channel, subscribed=False))
+            self._change(ChannelChange(channel, subscribed=False))
         return True
 
     def remove(self, sub: Subscriber) -> None:
@@ -595,6 +598,11 @@ class Hub:
         if subscription is not None:
             self._deliver_slow(sub, subscription, item, result, replay=True)
         return result
+
+    def _change(self, change: ChannelChange) -> None:
+        self._changes.append(change)
+        if self.channel_listener is not None:
+            self.channel_listener(change)
 
     def take_channel_changes(self) -> list[ChannelChange]:
         """Channels that gained a first or lost a last subscriber since the last call, in order.

@@ -34,7 +34,7 @@ import h11
 from . import _starter
 from ._config import DEFAULT_MAX_CONNECTIONS, Config, parse_listen
 from ._engine import MemoryEngine, RedisEngine, parse_engine_url
-from ._errors import ProtocolError
+from ._errors import ProtocolError, PublishError
 from ._history import History
 from ._hub import Hub, OverflowPolicy, PublishResult, Subscriber, Transport
 from ._instruct import reason_phrase
@@ -50,6 +50,7 @@ from ._sequencer import Sequencer
 from ._sig import SigningKey, VerifyKey, is_valid_sig, mint_sig, parse_key_spec, parse_verify_key
 from ._speedups import flush_connections
 from ._timeouts import ReadDeadlines, ReadPhase
+from ._zmqin import SubscriptionOp, decode_pull_message, decode_sub_message, subscription_op
 
 if TYPE_CHECKING:
     from ._connection import OriginWsLink, ProxyConnection
@@ -410,6 +411,16 @@ class ProxyNode:
             "accept_pauses_total",
             "Times a listener paused accepting: out of descriptors or socket memory (EMFILE...).",
         )
+        self.zmq_received = m.counter(
+            "zmq_items_received_total",
+            "Items received on the ZeroMQ sockets (--push-in-spec: pull, --push-in-sub-spec: sub).",
+            ("socket",),
+        )
+        self.zmq_invalid = m.counter(
+            "zmq_invalid_messages_total",
+            "ZeroMQ messages skipped because they did not hold a valid item.",
+            ("socket",),
+        )
         self.slow_consumers = m.counter(
             "slow_consumer_closes_total", "Connections closed because their output buffer was full."
         )
@@ -511,6 +522,29 @@ class ProxyNode:
         if self.relay is not None:
             self.relay(encode_relay_frame(items))
         self.publish_relayed(items)
+
+    def receive_zmq(self, socket: str, frames: Sequence[bytes]) -> None:
+        """One message from the ZeroMQ PULL socket (`socket` "pull") or SUB socket ("sub"):
+        publish its item as the publish API would (gripcore._zmqin). An invalid message is
+        logged and counted, never raised."""
+        decode = decode_sub_message if socket == "sub" else decode_pull_message
+        try:
+            item = decode(frames, max_content_size=self.config.max_content_size)
+        except PublishError as exc:
+            self.zmq_invalid.inc(labels=(socket,))
+            log.warning("ZeroMQ %s socket: %s, skipping", socket, exc.msg)
+            return
+        self.zmq_received.inc(labels=(socket,))
+        self.publish([item])
+
+    def watch_channels(self, subscription: Callable[[SubscriptionOp], None]) -> None:
+        """Call `subscription((subscribe, topic))` for every channel that has subscribers now
+        and, from now on, as a channel gains its first or loses its last subscriber (what the
+        ZeroMQ SUB socket subscribes to)."""
+        hub = self.broker.hub
+        for channel in list(hub.channels()):
+            subscription((True, channel.encode("utf-8")))
+        hub.channel_listener = lambda change: subscription(subscription_op(change))
 
     def publish_relayed(self, items: Sequence[Any]) -> None:
         """Publish a batch another worker relayed (in the order it was relayed): as `publish`,
@@ -692,6 +726,9 @@ def unsupported_options(config: Config) -> str | None:
     """Options a driver does not have: refused at start, not ignored."""
     if config.workers > 1 and config.adapter != "asyncio":
         return f"--workers {config.workers}: only the asyncio adapter runs several workers"
+    if config.workers > 1 and config.push_in_sub_spec:
+        # the SUB socket lives in one worker and would subscribe to its own channels only
+        return "--push-in-sub-spec: not available with --workers above 1"
     return None
 
 

@@ -155,6 +155,11 @@ def _same(value: str, source: str, key: str) -> str:
     return value
 
 
+def _first(value: str, source: str, key: str) -> str:
+    """Pushpin's `push_in_sub_specs` is a list; gripcore binds one SUB socket, the first."""
+    return value.split(",")[0].strip()
+
+
 def _ms_to_seconds(value: str, source: str, key: str) -> str:
     try:
         return f"{int(value.strip()) / 1000:g}"
@@ -182,6 +187,10 @@ _MAPPED: Final[dict[tuple[str, str], tuple[str, _Convert, str]]] = {
     ("proxy", "sig_key"): ("sig-key", _sig_key, ""),
     ("proxy", "upstream_key"): ("upstream-key", _same, ""),
     ("handler", "push_in_http_max_body_size"): ("max-publish-body", _same, ""),
+    ("handler", "push_in_spec"): ("push-in-spec", _same, "needs gripcore[zmq]"),
+    ("handler", "push_in_sub_specs"): ("push-in-sub-spec", _first, "needs gripcore[zmq]"),
+    ("handler", "push_in_sub_spec"): ("push-in-sub-spec", _first, "needs gripcore[zmq]"),
+    ("handler", "command_spec"): ("command-spec", _same, "answers get-zmq-uris"),
     ("handler", "message_wait"): ("message-wait", _ms_to_seconds, "milliseconds to seconds"),
     ("handler", "id_cache_ttl"): ("id-cache-ttl", _same, ""),
     ("handler", "connection_subscription_max"): ("max-channels-per-connection", _same, ""),
@@ -214,17 +223,13 @@ _IGNORED: Final[dict[tuple[str, str], str]] = {
     ("proxy", "sockjs_url"): "SockJS is not supported",
     ("proxy", "updates_check"): "gripcore never calls home",
     ("proxy", "organization_name"): "gripcore never calls home",
-    ("handler", "push_in_spec"): "ZeroMQ publishing is not supported by this build",
-    ("handler", "push_in_sub_specs"): "ZeroMQ publishing is not supported by this build",
-    ("handler", "push_in_sub_spec"): "ZeroMQ publishing is not supported by this build",
-    ("handler", "push_in_sub_connect"): "ZeroMQ publishing is not supported by this build",
+    ("handler", "push_in_sub_connect"): "the SUB socket always binds (connecting is not supported)",
     ("handler", "push_in_http_max_headers_size"): "the publish listener bounds its head itself",
     ("handler", "stats_spec"): "statistics are at /metrics on the publish listener",
     ("handler", "stats_format"): "statistics are at /metrics (Prometheus text)",
     ("handler", "stats_report_interval"): "statistics are at /metrics on the publish listener",
     ("handler", "stats_subscription_ttl"): "statistics are at /metrics on the publish listener",
     ("handler", "stats_connection_ttl"): "statistics are at /metrics on the publish listener",
-    ("handler", "command_spec"): "the ZeroMQ command socket is not supported",
     ("handler", "message_rate"): "no delivery rate limit: slow clients are handled by "
     "--slow-consumer-policy",
     ("handler", "message_hwm"): "bounded per client by --max-output-buffer",
@@ -232,14 +237,29 @@ _IGNORED: Final[dict[tuple[str, str], str]] = {
 }
 
 
+_ZMQ_KEYS: Final = frozenset(
+    {
+        ("handler", "push_in_spec"),
+        ("handler", "push_in_sub_specs"),
+        ("handler", "push_in_sub_spec"),
+        ("handler", "command_spec"),
+    }
+)
+
+
 def parse_pushpin_config(
-    text: str, file_name: str, *, read_file: Callable[[str], str] | None = None
+    text: str,
+    file_name: str,
+    *,
+    read_file: Callable[[str], str] | None = None,
+    zmq: bool = True,
 ) -> PushpinConfig:
     """Read Pushpin's config `text` (from `file_name`, for messages and relative paths).
 
     `read_file(path)` reads the `[global] include` file, if the caller allows it; an include that
     cannot be read, or Pushpin's own `internal.conf` (under its `{libdir}`), is reported and
-    skipped.
+    skipped. `zmq` says whether the ZeroMQ extra (pyzmq) is installed: without it the ZeroMQ
+    sockets are reported as ignored, so that a Pushpin config still starts.
     """
     if len(text) > MAX_PUSHPIN_CONFIG_SIZE:
         raise ConfigError(
@@ -293,6 +313,9 @@ def parse_pushpin_config(
         elif name == ("runner", "log_level"):
             level, note = _log_level(value)
             settings.append(PushpinSetting(section, key, raw, source, "log-level", level, note))
+        elif name in _ZMQ_KEYS and not zmq:
+            note = "ZeroMQ publishing needs pyzmq: pip install 'gripcore[zmq]'"
+            settings.append(PushpinSetting(section, key, raw, source, note=note))
         elif name in _MAPPED:
             flag, convert, note = _MAPPED[name]
             if name == ("proxy", "routesfile") and value and not os.path.isabs(value):
