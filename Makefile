@@ -6,12 +6,12 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.gripcore-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint typecheck test-fast test-pure bench clean
+.PHONY: setup run test lint typecheck test-fast test-pure bench clean dist-check test-floors
 
 $(STAMP): pyproject.toml setup.py src/gripcore/_fast.pyx
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
 setup: $(STAMP)
@@ -50,5 +50,25 @@ bench: $(STAMP)
 	$(PY) -m pytest bench --benchmark-only -q -p no:cacheprovider
 	$(PY) bench/run_bench.py $(BENCH_ARGS)
 
+## Build the sdist and the wheel, check their contents, install the wheel alone into a fresh
+## virtual environment and run `gripcore check proxy` against its `gripcore serve`.
+dist-check: $(STAMP)
+	$(PY) tools/dist_check.py
+
+## The unit tests on the lowest dependency versions pyproject.toml allows (tools/floors.py pins
+## each `>=` floor exactly), in their own virtual environment, so that a floor cannot be wrong
+## unnoticed. The pure twin is enough here: the floors are those of the Python dependencies.
+FLOORS_VENV ?= .venv-floors
+FLOORS_TESTS ?= tests -m "not e2e" --ignore=tests/test_browser.py
+test-floors: $(STAMP)
+	rm -rf $(FLOORS_VENV)
+	$(PYTHON) -m venv $(FLOORS_VENV)
+	$(PY) tools/floors.py > $(FLOORS_VENV)/floors.txt
+	cat $(FLOORS_VENV)/floors.txt
+	GRIPCORE_NO_EXTENSIONS=1 $(FLOORS_VENV)/bin/python -m pip install -q --disable-pip-version-check \
+	  -c $(FLOORS_VENV)/floors.txt '.[testing,redis,gevent]'
+	$(FLOORS_VENV)/bin/python -m pip list --disable-pip-version-check
+	GRIPCORE_NO_EXTENSIONS=1 $(FLOORS_VENV)/bin/python -m pytest -q -p no:cacheprovider $(FLOORS_TESTS)
+
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info src/gripcore/*.so src/gripcore/_fast.c .coverage*
+	rm -rf $(VENV) $(FLOORS_VENV) build dist src/*.egg-info src/gripcore/*.so src/gripcore/_fast.c .coverage*

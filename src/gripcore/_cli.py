@@ -43,7 +43,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import jwt
 
-from . import __version__
+from . import __version__, _speedups
 from ._check import add_check_parser
 from ._config import (
     OPTIONS,
@@ -322,13 +322,21 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     text = _read_config_file(config_path) if config_path else None
     argv_options = {option.field: getattr(args, option.field) for option in OPTIONS}
     try:
-        config = load_config(argv_options, environ, text, config_path)
+        config = load_config(
+            argv_options,
+            environ,
+            text,
+            config_path,
+            on_warning=lambda message: _error("serve", f"warning: {message}"),
+        )
     except ConfigError as exc:
         raise _UsageError(str(exc)) from None
     if args.print_config:
         print(dump_config(config, redact_secrets=True), end="")
         return 0
     _configure_logging(config)
+    is_warning, note = _speedups.hot_path_note(_speedups.impl, environ)
+    logging.getLogger("gripcore").log(logging.WARNING if is_warning else logging.INFO, "%s", note)
     try:
         return _run_adapter(config)
     except KeyboardInterrupt:
