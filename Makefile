@@ -24,7 +24,7 @@ run: $(STAMP)
 ## then every unit and property test again on the pure twin (the end-to-end suites, marked
 ## e2e, exercise the adapters, which are the same on either), with branch coverage of
 ## src/gripcore combined over both legs and required to be 100%.
-PURE_ARGS ?= -m "not e2e"
+PURE_ARGS ?= -m "not e2e and not slow"
 test: $(STAMP) lint typecheck
 	@rm -f .coverage .coverage.*
 	GRIPCORE_REQUIRE_EXTENSIONS=1 COVERAGE_FILE=.coverage.fast \
