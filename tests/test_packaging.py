@@ -39,8 +39,10 @@ def _pip_wheel(source: Path, out: Path, **env: str) -> subprocess.CompletedProce
     environ = {k: v for k, v in os.environ.items() if not k.startswith("GRIPCORE_")}
     environ.update(CC="false", LDSHARED="false", **env)
     return subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "--no-build-isolation"]
-        + ["--disable-pip-version-check", "--wheel-dir", str(out), str(source)],
+        [
+            *(sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "--no-build-isolation"),
+            *("--disable-pip-version-check", "--wheel-dir", str(out), str(source)),
+        ],
         env=environ,
         capture_output=True,
         text=True,

@@ -112,14 +112,24 @@ def smoke_test(wheel: Path, work: Path) -> None:
     venv = work / "venv"
     _run(sys.executable, "-m", "venv", venv)
     bin_dir = venv / "bin"
-    _run(bin_dir / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check", wheel)
+    # the testing extra too: gripcore.testing and the pytest plugin are part of what is checked
+    _run(
+        bin_dir / "python",
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--disable-pip-version-check",
+        f"{wheel}[testing]",
+    )
     outside = work / "elsewhere"  # no source tree on the path: not ROOT, not its parent
     outside.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GRIPCORE_", "PYTHON"))}
     _run(
         bin_dir / "python",
         "-c",
-        "import gripcore, gripcore.adapters.asyncio, gripcore.testing, pytest_gripcore, sys;"
+        "import gripcore, gripcore.adapters.asyncio, gripcore.testing,"
+        " gripcore.asgi, pytest_gripcore;"
         f"assert gripcore.__file__.startswith({str(venv)!r}), gripcore.__file__;"
         "print('imported', gripcore.__version__, 'from', gripcore.__file__)",
         cwd=outside,
