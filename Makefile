@@ -57,16 +57,17 @@ dist-check: $(STAMP)
 
 ## The unit tests on the lowest dependency versions pyproject.toml allows (tools/floors.py pins
 ## each `>=` floor exactly), in their own virtual environment, so that a floor cannot be wrong
-## unnoticed. The pure twin is enough here: the floors are those of the Python dependencies.
+## unnoticed (the test tools that are not gripcore dependencies come at their newest). The pure
+## twin is enough here: the floors are those of the Python dependencies.
 FLOORS_VENV ?= .venv-floors
-FLOORS_TESTS ?= tests -m "not e2e" --ignore=tests/test_browser.py
+FLOORS_TESTS ?= tests -m "not e2e and not slow" --ignore=tests/test_browser.py
 test-floors: $(STAMP)
 	rm -rf $(FLOORS_VENV)
 	$(PYTHON) -m venv $(FLOORS_VENV)
 	$(PY) tools/floors.py > $(FLOORS_VENV)/floors.txt
 	cat $(FLOORS_VENV)/floors.txt
 	GRIPCORE_NO_EXTENSIONS=1 $(FLOORS_VENV)/bin/python -m pip install -q --disable-pip-version-check \
-	  -c $(FLOORS_VENV)/floors.txt '.[testing,redis,gevent]'
+	  -c $(FLOORS_VENV)/floors.txt '.[dev]'
 	$(FLOORS_VENV)/bin/python -m pip list --disable-pip-version-check
 	GRIPCORE_NO_EXTENSIONS=1 $(FLOORS_VENV)/bin/python -m pytest -q -p no:cacheprovider $(FLOORS_TESTS)
 
