@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 import gripcore
@@ -78,21 +75,3 @@ def test_publishers_are_imported_from_the_drivers_on_first_use(
 def test_unknown_attribute_is_still_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="module 'gripcore' has no attribute 'Publishr'"):
         _ = gripcore.Publishr  # type: ignore[attr-defined]
-
-
-def test_import_gripcore_loads_no_driver() -> None:
-    """`import gripcore` stays sans-IO: the publishers' drivers load only when used."""
-    probe = (
-        "import sys, gripcore\n"
-        "print(sorted(m for m in sys.modules if m.startswith(('gripcore.adapters', 'asyncio',"
-        " 'gevent', 'h11'))))\n"
-        "from gripcore import Publisher, AsyncPublisher\n"
-        "print(Publisher.__module__, AsyncPublisher.__module__)\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
-    )
-    assert result.stdout.splitlines() == [
-        "[]",
-        "gripcore.adapters.publisher gripcore.adapters.asyncio.publisher",
-    ]

@@ -7,8 +7,8 @@ Usage: python tools/dist_check.py [--outdir DIR]   (`make dist-check`; CI runs i
 2. Both archives must hold the files a user needs (the .pyx, the starter kit, README, LICENSE,
    the adapters packages, the pytest plugin and its entry point).
 3. A fresh virtual environment gets the wheel (and its dependencies) and nothing else; from a
-   directory outside the source tree, the installed `gripcore serve` runs and the installed
-   `gripcore check proxy` must pass against it.
+   directory outside the source tree, the installed `gripcore serve` runs, answers /healthz and
+   /readyz, and the installed `gripcore check proxy` must pass against it.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -130,6 +131,7 @@ def smoke_test(wheel: Path, work: Path) -> None:
         "-c",
         "import gripcore, gripcore.adapters.asyncio, gripcore.testing,"
         " gripcore.asgi, pytest_gripcore;"
+        "from gripcore import AsyncPublisher, Publisher;"
         f"assert gripcore.__file__.startswith({str(venv)!r}), gripcore.__file__;"
         "print('imported', gripcore.__version__, 'from', gripcore.__file__)",
         cwd=outside,
@@ -155,6 +157,11 @@ def smoke_test(wheel: Path, work: Path) -> None:
     try:
         _wait_listening(publish, serve)
         _wait_listening(listen, serve)
+        for path, expected in (("/healthz", b"ok\n"), ("/readyz", b"ready\n")):
+            with urllib.request.urlopen(f"http://127.0.0.1:{publish}{path}", timeout=10) as r:
+                body = r.read()
+            if body != expected:
+                raise SystemExit(f"GET {path} answered {body!r}, not {expected!r}")
         _run(
             bin_dir / "gripcore",
             "check",
