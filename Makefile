@@ -61,6 +61,8 @@ dist-check: $(STAMP)
 ## twin is enough here: the floors are those of the Python dependencies. Editable, as in .venv:
 ## pytest rewrites the asserts of a plugin's installed distribution (pytest_gripcore's), which
 ## breaks runpy on gripcore.__main__ (test_cli); the installed wheel is make dist-check's job.
+## CI=1 selects the derandomized hypothesis profile (tests/conftest.py): this leg is about the
+## versions, so it runs the same examples every time.
 FLOORS_VENV ?= .venv-floors
 FLOORS_TESTS ?= tests -m "not e2e and not slow" --ignore=tests/test_browser.py
 test-floors: $(STAMP)
@@ -71,7 +73,8 @@ test-floors: $(STAMP)
 	GRIPCORE_NO_EXTENSIONS=1 $(FLOORS_VENV)/bin/python -m pip install -q --disable-pip-version-check \
 	  -c $(FLOORS_VENV)/floors.txt -e '.[dev]'
 	$(FLOORS_VENV)/bin/python -m pip list --disable-pip-version-check
-	GRIPCORE_NO_EXTENSIONS=1 $(FLOORS_VENV)/bin/python -m pytest -q -p no:cacheprovider $(FLOORS_TESTS)
+	CI=1 GRIPCORE_NO_EXTENSIONS=1 $(FLOORS_VENV)/bin/python -m pytest -q -p no:cacheprovider \
+	  $(FLOORS_TESTS)
 
 clean:
 	rm -rf $(VENV) $(FLOORS_VENV) build dist src/*.egg-info src/gripcore/*.so src/gripcore/_fast.c .coverage*
