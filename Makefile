@@ -6,12 +6,12 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.gripcore-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup run test fuzz lint typecheck test-fast test-pure bench clean
+.PHONY: setup run test fuzz lint typecheck test-fast test-pure bench clean dist-check test-floors
 
 $(STAMP): pyproject.toml setup.py src/gripcore/_fast.pyx
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
 setup: $(STAMP)
@@ -24,7 +24,7 @@ run: $(STAMP)
 ## then every unit and property test again on the pure twin (the end-to-end suites, marked
 ## e2e, exercise the adapters, which are the same on either), with branch coverage of
 ## src/gripcore combined over both legs and required to be 100%.
-PURE_ARGS ?= -m "not e2e"
+PURE_ARGS ?= -m "not e2e and not slow"
 test: $(STAMP) lint typecheck
 	@rm -f .coverage .coverage.*
 	GRIPCORE_REQUIRE_EXTENSIONS=1 COVERAGE_FILE=.coverage.fast \
@@ -58,5 +58,30 @@ bench: $(STAMP)
 	$(PY) -m pytest bench --benchmark-only -q -p no:cacheprovider
 	$(PY) bench/run_bench.py $(BENCH_ARGS)
 
+## Build the sdist and the wheel, check their contents, install the wheel alone into a fresh
+## virtual environment and run `gripcore check proxy` against its `gripcore serve`.
+dist-check: $(STAMP)
+	$(PY) tools/dist_check.py
+
+## The unit tests on the lowest dependency versions pyproject.toml allows (tools/floors.py pins
+## each `>=` floor exactly), in their own virtual environment, so that a floor cannot be wrong
+## unnoticed (the test tools that are not gripcore dependencies come at their newest). The pure
+## twin is enough here: the floors are those of the Python dependencies. Editable, as in .venv:
+## pytest rewrites the asserts of a plugin's installed distribution (pytest_gripcore's), which
+## breaks runpy on gripcore.__main__ (test_cli); the installed wheel is make dist-check's job.
+## Properties run derandomized, as in make test (tests/conftest.py's default profile).
+FLOORS_VENV ?= .venv-floors
+FLOORS_TESTS ?= tests -m "not e2e and not slow" --ignore=tests/test_browser.py
+test-floors: $(STAMP)
+	rm -rf $(FLOORS_VENV)
+	$(PYTHON) -m venv $(FLOORS_VENV)
+	$(PY) tools/floors.py > $(FLOORS_VENV)/floors.txt
+	cat $(FLOORS_VENV)/floors.txt
+	GRIPCORE_NO_EXTENSIONS=1 $(FLOORS_VENV)/bin/python -m pip install -q --disable-pip-version-check \
+	  -c $(FLOORS_VENV)/floors.txt -e '.[dev]'
+	$(FLOORS_VENV)/bin/python -m pip list --disable-pip-version-check
+	GRIPCORE_NO_EXTENSIONS=1 $(FLOORS_VENV)/bin/python -m pytest -q -p no:cacheprovider \
+	  $(FLOORS_TESTS)
+
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info src/gripcore/*.so src/gripcore/_fast.c .coverage*
+	rm -rf $(VENV) $(FLOORS_VENV) build dist src/*.egg-info src/gripcore/*.so src/gripcore/_fast.c .coverage*

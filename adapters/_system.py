@@ -1,18 +1,31 @@
 """What every driver gives the core from the operating system: files, the wall clock and
-randomness for a `ProxyNode`, and the routes file's change stamp. One place, so the asyncio,
-gevent and ASGI drivers build their node alike."""
+randomness for a `ProxyNode`, the routes file's change stamp, and systemd notifications (the
+core's `Notifier` decides; this sends). One place, so the asyncio, gevent and ASGI drivers build
+their node alike."""
 
 from __future__ import annotations
 
+import logging
 import os
 import resource
+import socket
 import time
 from collections.abc import Callable
 
 from gripcore._config import Config
 from gripcore._node import ProxyNode
+from gripcore._systemd import Notifier
 
-__all__ = ["descriptor_limit", "file_stamp", "read_file", "system_node"]
+__all__ = [
+    "descriptor_limit",
+    "file_stamp",
+    "read_file",
+    "sd_notify",
+    "system_node",
+    "systemd_notifier",
+]
+
+log = logging.getLogger("gripcore")
 
 
 def read_file(path: str) -> bytes:
@@ -50,3 +63,20 @@ def system_node(config: Config, clock: Callable[[], float], *, accepts: bool = T
     if accepts:
         node.fit_descriptor_limit(descriptor_limit())
     return node
+
+
+def systemd_notifier() -> Notifier | None:
+    """The systemd notifier this process was started with (`Type=notify`), if any."""
+    return Notifier.from_environ(os.environ, os.getpid())
+
+
+def sd_notify(notifier: Notifier | None, message: bytes) -> None:
+    """Send one notification datagram; a failure is logged, never raised (systemd may be gone
+    while we shut down, and serving matters more than telling)."""
+    if notifier is None:
+        return
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(message, notifier.address)
+    except OSError as exc:
+        log.warning("cannot notify systemd at %r: %s", notifier.address, exc)

@@ -26,7 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gripcore
-from gripcore import _cli
+from gripcore import _cli, _speedups
 from gripcore._cli import (
     DEFAULT_GRIP_URL,
     PublishResponse,
@@ -279,9 +279,57 @@ def test_serve_exit_code(
     assert _run(capsys, ["serve", "--adapter", "gevent"])[0] == expected
 
 
+def test_serve_warns_about_kubernetes_service_variables_and_runs(
+    capsys: pytest.CaptureFixture[str], adapter: FakeAdapter, gripcore_logger: logging.Logger
+) -> None:
+    # the variables Kubernetes injects into every pod when a Service is named `gripcore`
+    environ = {
+        "GRIPCORE_PORT": "tcp://10.0.0.11:7999",
+        "GRIPCORE_PORT_7999_TCP": "tcp://10.0.0.11:7999",
+        "GRIPCORE_PORT_7999_TCP_ADDR": "10.0.0.11",
+        "GRIPCORE_PORT_7999_TCP_PORT": "7999",
+        "GRIPCORE_PORT_7999_TCP_PROTO": "tcp",
+        "GRIPCORE_SERVICE_HOST": "10.0.0.11",
+        "GRIPCORE_SERVICE_PORT": "7999",
+    }
+    code, out, err = _run(capsys, ["serve", "--adapter", "gevent"], environ)
+    assert (code, out) == (0, "")
+    assert err.startswith(
+        "gripcore serve: warning: ignoring unknown environment variables GRIPCORE_PORT, "
+    )
+    assert err.count("\n") == 1
+    assert len(adapter.configs) == 1
+
+
+@pytest.mark.parametrize(
+    ("compiled", "environ", "level", "words"),
+    [
+        (True, {}, logging.INFO, "hot path: compiled"),
+        (False, {"GRIPCORE_NO_EXTENSIONS": "1"}, logging.INFO, "GRIPCORE_NO_EXTENSIONS is set"),
+        (False, {}, logging.WARNING, "not installed (gripcore was installed without a C compiler"),
+    ],
+)
+def test_serve_logs_which_hot_path_is_live(
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    adapter: FakeAdapter,
+    monkeypatch: pytest.MonkeyPatch,
+    compiled: bool,
+    environ: dict[str, str],
+    level: int,
+    words: str,
+) -> None:
+    live = types.ModuleType("gripcore._fast") if compiled else _speedups._fast_py
+    monkeypatch.setattr(_speedups, "impl", live)
+    caplog.set_level(logging.INFO, logger="gripcore")
+    assert _run(capsys, ["serve", "--adapter", "gevent"], environ)[0] == 0
+    [record] = [r for r in caplog.records if r.getMessage().startswith("hot path: ")]
+    assert record.levelno == level
+    assert words in record.getMessage()
+
+
 SERVE_ERRORS: list[tuple[list[str], dict[str, str], str]] = [
     (["--max-connections", "0"], {}, "option --max-connections: must be an integer >= 1, got 0"),
-    ([], {"GRIPCORE_LISTN": "1"}, "environment variable GRIPCORE_LISTN: unknown variable"),
     ([], {"GRIPCORE_DEBUG": "sometimes"}, "environment variable GRIPCORE_DEBUG: must be true"),
     (["--listen", "::1"], {}, "option --listen: '::1': write an IPv6 address in brackets"),
     (["--config", "/nonexistent/g.toml"], {}, "cannot read config file /nonexistent/g.toml: "),

@@ -500,13 +500,38 @@ def test_environment_ignores_other_variables() -> None:
     assert load_config({}, environ) == Config()
 
 
-def test_unknown_environment_variable() -> None:
-    with pytest.raises(ConfigError) as info:
-        load_config({}, {"GRIPCORE_MAX_CONECTIONS": "5"})
-    assert info.value.source == "environment variable GRIPCORE_MAX_CONECTIONS"
-    assert info.value.reason.startswith("unknown variable (known: GRIPCORE_ADAPTER, ")
-    assert all(option.env in info.value.reason for option in OPTIONS)
-    assert "GRIPCORE_CONFIG" in info.value.reason
+# What Kubernetes puts into every pod's environment when a Service is named `gripcore`.
+KUBERNETES_SERVICE_ENV = {
+    "GRIPCORE_PORT": "tcp://10.0.0.11:7999",
+    "GRIPCORE_PORT_7999_TCP": "tcp://10.0.0.11:7999",
+    "GRIPCORE_PORT_7999_TCP_ADDR": "10.0.0.11",
+    "GRIPCORE_PORT_7999_TCP_PORT": "7999",
+    "GRIPCORE_PORT_7999_TCP_PROTO": "tcp",
+    "GRIPCORE_SERVICE_HOST": "10.0.0.11",
+    "GRIPCORE_SERVICE_PORT": "7999",
+}
+
+
+def test_unknown_environment_variables_are_one_warning() -> None:
+    warnings: list[str] = []
+    environ = {**KUBERNETES_SERVICE_ENV, "GRIPCORE_HISTORY": "3"}
+    config = load_config({}, environ, on_warning=warnings.append)
+    assert config == Config(history=3)
+    [warning] = warnings
+    names = ", ".join(sorted(KUBERNETES_SERVICE_ENV))
+    assert warning.startswith(f"ignoring unknown environment variables {names}: not gripcore ")
+    assert "Kubernetes" in warning
+    # without on_warning, a library caller gets the same Config and no message
+    assert load_config({}, environ) == config
+
+
+def test_unknown_environment_variable_close_to_an_option_is_named() -> None:
+    warnings: list[str] = []
+    assert load_config({}, {"GRIPCORE_MAX_CONECTIONS": "5"}, on_warning=warnings.append) == Config()
+    assert warnings[0].startswith(
+        "ignoring unknown environment variable GRIPCORE_MAX_CONECTIONS "
+        "(did you mean GRIPCORE_MAX_CONNECTIONS?): "
+    )
 
 
 def test_unknown_argv_field() -> None:

@@ -602,6 +602,14 @@ def test_metrics_endpoint_counts_connections_and_deliveries(
     assert "\ngripcore_workers 1\n" in text  # one process (see test_workers.py for several)
 
 
+def test_health_endpoints_on_the_publish_listener(proxy: ProxyThread) -> None:
+    for path, body in (("/healthz", b"ok\n"), ("/readyz", b"ready\n")):
+        probe = RawClient(proxy.publish_port)
+        probe.get(path)
+        head, got = probe.read_response()
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n") and got == body
+
+
 def test_a_stalled_reader_is_closed_and_the_others_get_everything(
     origin: Origin, caplog: pytest.LogCaptureFixture
 ) -> None:

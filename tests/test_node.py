@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from gripcore._engine import RedisEngine
 from gripcore._items import Item, parse_publish_body
 from gripcore._node import FLUSH_SLICE, LocalPublishing, NodeServer, PublishConnection, _url
 
@@ -466,3 +467,53 @@ def test_node_server_shows_the_node() -> None:
     server.reload_routes()
     assert server.routes is not None and server.routes.match("x", "/") is not None
     assert server.publish(items("ch", "ch")) == 2
+
+
+# --- health: /healthz and /readyz ---
+
+
+def _probe(h: Harness, path: str, method: bytes = b"GET") -> bytes:
+    pc = PublishConnection(h.node)
+    out, _ = pc.receive_data(method + b" " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    return out
+
+
+def test_readiness_follows_listening_the_engine_and_shutdown() -> None:
+    h = Harness(routes=(ROUTE,))
+    assert h.node.readiness() == "listeners not bound yet"
+    assert _probe(h, "/readyz") == answer(
+        503, b"Service Unavailable", b"not ready: listeners not bound yet\n"
+    )
+    assert _probe(h, "/healthz") == answer(200, b"OK", b"ok\n")  # alive all the same
+    h.node.listening = True
+    assert h.node.readiness() is None
+    assert _probe(h, "/readyz") == answer(200, b"OK", b"ready\n")
+    h.node.close_all()  # SIGTERM: the grace period begins
+    assert h.node.readiness() == "shutting down"
+    assert _probe(h, "/readyz").startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    assert _probe(h, "/healthz").startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+def test_readiness_fails_while_redis_is_unreachable() -> None:
+    h = Harness(routes=(ROUTE,), engine="redis://127.0.0.1:1/0")
+    h.node.listening = True
+    broker = h.node.broker
+    assert isinstance(broker, RedisEngine)
+    assert h.node.readiness() == "engine unavailable (Redis unreachable)"  # not connected yet
+    broker.link_up(now=1.0)
+    assert h.node.readiness() is None
+    assert _probe(h, "/readyz") == answer(200, b"OK", b"ready\n")
+    broker.link_down(now=2.0)  # the outage
+    assert _probe(h, "/readyz") == answer(
+        503, b"Service Unavailable", b"not ready: engine unavailable (Redis unreachable)\n"
+    )
+
+
+def test_health_endpoints_answer_get_and_head_only() -> None:
+    h = Harness(routes=(ROUTE,))
+    for path in ("/healthz", "/readyz"):
+        out = _probe(h, path, b"DELETE")
+        assert out.startswith(b"HTTP/1.1 405 Method Not Allowed\r\n") and b"Allow: GET" in out
+        head = _probe(h, path, b"HEAD")  # what a GET gets, without the body
+        assert head.startswith(b"HTTP/1.1 ") and head.endswith(b"\r\n\r\n")
+        assert b"Content-Length: " in head

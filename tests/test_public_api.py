@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 import gripcore
+from gripcore.adapters.asyncio.publisher import AsyncPublisher
+from gripcore.adapters.publisher import Publisher, PublishFailed
 
 EXPECTED = {
     # errors
@@ -27,6 +31,8 @@ EXPECTED = {
     "Route", "RouteTable", "Target", "parse_routes", "parse_route_line", "SigningKey",
     "VerifyKey", "parse_key_spec", "parse_verify_key", "mint_sig", "validate_sig",
     "is_valid_sig", "FASTLY_FANOUT_JWK", "Config", "load_config",
+    # publishers (drivers, imported from gripcore.adapters on first use)
+    "Publisher", "AsyncPublisher", "PublishFailed",
     "__version__",
 }  # fmt: skip
 
@@ -47,3 +53,25 @@ def test_package_is_typed() -> None:
     from importlib.resources import files
 
     assert files("gripcore").joinpath("py.typed").is_file()
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("Publisher", Publisher),
+        ("AsyncPublisher", AsyncPublisher),
+        ("PublishFailed", PublishFailed),
+    ],
+)
+def test_publishers_are_imported_from_the_drivers_on_first_use(
+    monkeypatch: pytest.MonkeyPatch, name: str, expected: type
+) -> None:
+    monkeypatch.delitem(gripcore.__dict__, name, raising=False)  # as before the first use
+    assert getattr(gripcore, name) is expected
+    assert gripcore.__dict__[name] is expected  # the next lookup is a plain attribute
+    assert name in dir(gripcore)
+
+
+def test_unknown_attribute_is_still_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="module 'gripcore' has no attribute 'Publishr'"):
+        _ = gripcore.Publishr  # type: ignore[attr-defined]

@@ -4,6 +4,8 @@ global randomness (time and randomness come in as arguments)."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import gripcore
@@ -47,3 +49,22 @@ def test_detector_catches_forbidden_imports(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("import time\nfrom asyncio import sleep\nimport os.path\n", encoding="utf-8")
     assert _imported_roots(bad) & FORBIDDEN == {"time", "asyncio"}
+
+
+def test_import_gripcore_loads_no_driver() -> None:
+    """`import gripcore` stays sans-IO at run time too: the publishers it re-exports
+    (`gripcore.Publisher`, ...) live in the drivers, which load only when first used."""
+    probe = (
+        "import sys, gripcore\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('gripcore.adapters', 'asyncio',"
+        " 'gevent', 'h11'))))\n"
+        "from gripcore import Publisher, AsyncPublisher\n"
+        "print(Publisher.__module__, AsyncPublisher.__module__)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.splitlines() == [
+        "[]",
+        "gripcore.adapters.publisher gripcore.adapters.asyncio.publisher",
+    ]

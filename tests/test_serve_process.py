@@ -350,4 +350,72 @@ def test_serve_with_pushpins_own_config_file(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=10)
         origin.stop()
+
+
+@pytest.mark.parametrize("adapter", ["asyncio", "gevent"])
+def test_systemd_is_told_ready_watchdog_and_stopping(tmp_path: Path, adapter: str) -> None:
+    """`Type=notify` as systemd runs it: a real AF_UNIX datagram socket in NOTIFY_SOCKET gets
+    READY=1 once serving, WATCHDOG=1 at half of WATCHDOG_USEC, STOPPING=1 at SIGTERM."""
+    from gripcore._systemd import READY, STOPPING, WATCHDOG
+
+    path = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
+        systemd.bind(str(path))
+        systemd.settimeout(20)  # only a failure waits this long
+        env = {"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "200000"}  # ping every 0.1 s
+        proc, _, publish_port = start_serve("--adapter", adapter, env=env)
+        try:
+            assert systemd.recv(4096) == READY
+            probe = RawClient(publish_port)
+            probe.get("/readyz")
+            assert probe.read_response() == (
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\r\n",
+                b"ready\n",
+            )
+            # the loop keeps pinging the watchdog while it turns
+            assert [systemd.recv(4096) for _ in range(3)] == [WATCHDOG] * 3
+            proc.send_signal(signal.SIGTERM)
+            while (message := systemd.recv(4096)) == WATCHDOG:
+                pass
+            assert message == STOPPING
+            proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == 0
+
+
+def test_kubernetes_service_variables_do_not_stop_serve() -> None:
+    """A Service named `gripcore` gives every pod GRIPCORE_PORT and friends: a warning, not a
+    fatal configuration error (the pod used to exit with status 2)."""
+    env = {
+        "GRIPCORE_PORT": "tcp://10.0.0.11:7999",
+        "GRIPCORE_PORT_7999_TCP": "tcp://10.0.0.11:7999",
+        "GRIPCORE_PORT_7999_TCP_ADDR": "10.0.0.11",
+        "GRIPCORE_PORT_7999_TCP_PORT": "7999",
+        "GRIPCORE_PORT_7999_TCP_PROTO": "tcp",
+        "GRIPCORE_SERVICE_HOST": "10.0.0.11",
+        "GRIPCORE_SERVICE_PORT": "7999",
+    }
+    checked = subprocess.run(
+        [sys.executable, "-m", "gripcore", "serve", "--print-config"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert checked.returncode == 0
+    assert checked.stderr.startswith(
+        "gripcore serve: warning: ignoring unknown environment variables GRIPCORE_PORT, "
+    )
+    proc, _, publish_port = start_serve(env=env)
+    try:
+        probe = RawClient(publish_port)
+        probe.get("/healthz")
+        assert probe.read_response()[1] == b"ok\n"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
     assert proc.returncode == 0

@@ -53,8 +53,9 @@ from gripcore._node import (
 )
 from gripcore._originhttp import OriginError
 from gripcore._routes import Target
+from gripcore._systemd import READY, STOPPING, WATCHDOG, Notifier
 
-from .._system import file_stamp, system_node
+from .._system import file_stamp, sd_notify, system_node, systemd_notifier
 from ._origin import OriginClient
 from ._redis import RedisDriver
 from ._scheduling import LoopScheduling
@@ -159,6 +160,7 @@ class Server(NodeServer, LoopScheduling):
             self.zmq.start()  # with the publish API: in worker 0 only
         if self.config.routes_file and not self.config.routes:
             self._watcher = asyncio.ensure_future(self._watch_routes(self.config.routes_file))
+        self.node.listening = True
 
     async def close(self, grace: float = 0.0) -> None:
         """Stop listening, end every connection cleanly, and release every resource.
@@ -566,6 +568,12 @@ def _run_loop(main: Coroutine[Any, Any, int]) -> int:
     return int(uvloop.run(main))
 
 
+async def _ping_watchdog(notifier: Notifier, interval: float) -> None:
+    while True:
+        sd_notify(notifier, WATCHDOG)
+        await asyncio.sleep(interval)
+
+
 def _announce(server: Server) -> None:
     assert server.publish_address is not None
     banner = server.node.announce(server.listen_addresses, server.publish_address)
@@ -595,6 +603,12 @@ async def _main(
         _announce(server)
     if ready is not None:
         ready(server)
+    # systemd (Type=notify): one process speaks to it; under --workers that is not a worker
+    notifier = systemd_notifier() if worker is None else None
+    sd_notify(notifier, READY)
+    watchdog = None
+    if notifier is not None and notifier.watchdog_interval is not None:
+        watchdog = asyncio.ensure_future(_ping_watchdog(notifier, notifier.watchdog_interval))
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -603,7 +617,10 @@ async def _main(
     if worker is not None:
         worker.watch(stop)
     await stop.wait()
+    sd_notify(notifier, STOPPING)
     await server.close(config.shutdown_grace)
+    if watchdog is not None:  # pinged through the grace period, which systemd also times
+        watchdog.cancel()
     if worker is not None:
         worker.close()
         return worker.status

@@ -53,8 +53,9 @@ from gripcore._node import (
 )
 from gripcore._originhttp import OriginError, describe_os_error
 from gripcore._routes import Target
+from gripcore._systemd import READY, STOPPING, WATCHDOG, Notifier
 
-from .._system import file_stamp, system_node
+from .._system import file_stamp, sd_notify, system_node, systemd_notifier
 from ._origin import OriginClient
 from ._redis import RedisDriver
 from ._zmq import ZmqIngress
@@ -335,6 +336,7 @@ class Server(NodeServer):
         self.zmq.start()
         if self.config.routes_file and not self.config.routes:
             self._watcher = gevent.spawn(self._watch_routes, self.config.routes_file)
+        self.node.listening = True
 
     def _watch_routes(self, path: str) -> None:
         last = file_stamp(path)
@@ -562,6 +564,11 @@ def run(config: Config, *, ready: Callable[[Server], None] | None = None) -> int
         print(banner, flush=True)
     if ready is not None:
         ready(server)
+    notifier = systemd_notifier()  # systemd, Type=notify
+    sd_notify(notifier, READY)
+    watchdog = None
+    if notifier is not None and notifier.watchdog_interval is not None:
+        watchdog = gevent.spawn(_ping_watchdog, notifier, notifier.watchdog_interval)
     stop = gevent.event.Event()
     handlers = [
         gevent.signal_handler(signal.SIGINT, stop.set),
@@ -571,5 +578,14 @@ def run(config: Config, *, ready: Callable[[Server], None] | None = None) -> int
     stop.wait()
     for handler in handlers:
         handler.cancel()
+    sd_notify(notifier, STOPPING)
     server.close(config.shutdown_grace)
+    if watchdog is not None:  # pinged through the grace period, which systemd also times
+        watchdog.kill()
     return 0
+
+
+def _ping_watchdog(notifier: Notifier, interval: float) -> None:
+    while True:
+        sd_notify(notifier, WATCHDOG)
+        gevent.sleep(interval)

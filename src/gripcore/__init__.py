@@ -1,10 +1,15 @@
 """gripcore: a GRIP proxy and realtime push broker with a sans-IO core.
 
 The public names are re-exported here; everything else lives in private modules whose names
-may change. Adapters (I/O drivers) live in `gripcore.adapters`.
+may change. Adapters (I/O drivers) live in `gripcore.adapters`. The publishers (`Publisher`,
+`AsyncPublisher`, `PublishFailed`) are drivers too, so they are imported from there on first use
+(module `__getattr__`): `import gripcore` itself loads no I/O module.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Final
 
 from ._broker import Broker, BrokerStats
 from ._config import Config, ConfigError, load_config
@@ -76,10 +81,37 @@ from ._wsevents import (
 )
 from ._wsgateway import WebSocketGateway
 
+if TYPE_CHECKING:
+    from .adapters.asyncio.publisher import AsyncPublisher
+    from .adapters.publisher import Publisher, PublishFailed
+
+# The one place the version is written (pyproject.toml reads it: setuptools dynamic version).
 __version__ = "0.1.0"
+
+# Public names that live in the drivers, and the module each is imported from when first used.
+_LAZY: Final = {
+    "AsyncPublisher": "gripcore.adapters.asyncio.publisher",
+    "PublishFailed": "gripcore.adapters.publisher",
+    "Publisher": "gripcore.adapters.publisher",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gripcore' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups find it without coming here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "FASTLY_FANOUT_JWK",
+    "AsyncPublisher",
     "Binary",
     "Broker",
     "BrokerStats",
@@ -111,7 +143,9 @@ __all__ = [
     "Pong",
     "ProtocolError",
     "PublishError",
+    "PublishFailed",
     "PublishResponse",
+    "Publisher",
     "RemoteProtocolError",
     "ResponseHold",
     "Route",

@@ -44,7 +44,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import jwt
 
-from . import __version__
+from . import __version__, _speedups
 from ._check import add_check_parser
 from ._config import (
     DEFAULT_SIG_KEY,
@@ -361,6 +361,7 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             text,
             config_path,
             pushpin_options=pushpin.options() if pushpin else None,
+            on_warning=lambda message: _error("serve", f"warning: {message}"),
         )
     except ConfigError as exc:
         raise _UsageError(str(exc)) from None
@@ -381,6 +382,8 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             config.sig_iss,
             DEFAULT_SIG_KEY,
         )
+    is_warning, note = _speedups.hot_path_note(_speedups.impl, environ)
+    logging.getLogger("gripcore").log(logging.WARNING if is_warning else logging.INFO, "%s", note)
     try:
         return _run_adapter(config)
     except KeyboardInterrupt:

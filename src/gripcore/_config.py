@@ -13,8 +13,11 @@ Strategy:
 * **A value is judged where it enters**, so an error names the option and where it came from:
   `option --max-connections: ...`, `environment variable GRIPCORE_HISTORY: ...`,
   `gripcore.toml:12: max-connections: ...`, or `Config.max_connections: ...` for a hand-built
-  `Config`. Typos do not pass silently: an unknown config-file key or `GRIPCORE_*` variable is an
-  error that lists the known names.
+  `Config`. Typos do not pass silently: an unknown config-file key is an error that lists the
+  known names. An unknown `GRIPCORE_*` variable is only a warning (passed to the caller's
+  `on_warning`), because the environment is not ours alone: Kubernetes gives every pod
+  `GRIPCORE_PORT`, `GRIPCORE_SERVICE_HOST`, `GRIPCORE_PORT_7999_TCP...` when a Service is named
+  `gripcore`, and a pod must not exit over them.
 * **Sans-IO.** Nothing here reads a file or the process environment: callers pass the file's text
   and an `environ` mapping. Relative paths in a config file (`routes`, `sig-key = "file:..."`) are
   resolved against the file's directory, as Pushpin resolves them against its config directory;
@@ -25,6 +28,7 @@ Every error is a `ConfigError`, a `LocalProtocolError` (a misconfiguration on ou
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import math
 import os.path
@@ -967,18 +971,42 @@ def _from_file(text: str, file_name: str | None) -> dict[str, tuple[object, str]
     return values
 
 
-def _from_environ(environ: Mapping[str, str]) -> dict[str, tuple[object, str]]:
+def _from_environ(
+    environ: Mapping[str, str], on_warning: Callable[[str], None]
+) -> dict[str, tuple[object, str]]:
     values: dict[str, tuple[object, str]] = {}
+    unknown: list[str] = []
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX) or name in _OTHER_ENV:
             continue
         source = f"environment variable {name}"
         option = _BY_ENV.get(name)
         if option is None:
-            known = ", ".join(sorted([*_BY_ENV, "GRIPCORE_CONFIG"]))
-            raise ConfigError(f"unknown variable (known: {known})", source=source)
+            unknown.append(name)
+            continue
         values[option.field] = (_convert(option, raw, source, ""), source)
+    if unknown:
+        on_warning(_unknown_env_warning(sorted(unknown)))
     return values
+
+
+def _unknown_env_warning(names: list[str]) -> str:
+    known = [*_BY_ENV, "GRIPCORE_CONFIG"]
+    hints = [
+        f"{name} (did you mean {close[0]}?)" if close else name
+        for name in names
+        for close in [difflib.get_close_matches(name, known, n=1, cutoff=0.85)]
+    ]
+    return (
+        f"ignoring unknown environment variable{'s' if len(names) > 1 else ''} "
+        f"{', '.join(hints)}: not gripcore options (Kubernetes sets GRIPCORE_PORT, "
+        "GRIPCORE_SERVICE_HOST, ... for a Service named gripcore; `gripcore serve --help` "
+        "lists the options' variables)"
+    )
+
+
+def _ignore(message: str) -> None:
+    """The default `on_warning`: a library caller that does not ask for warnings gets none."""
 
 
 def _from_argv(argv_options: Mapping[str, Any]) -> dict[str, tuple[object, str]]:
@@ -1008,6 +1036,7 @@ def load_config(
     file_name: str | None = None,
     *,
     pushpin_options: Mapping[str, tuple[str, str]] | None = None,
+    on_warning: Callable[[str], None] = _ignore,
 ) -> Config:
     """Build the `Config` from the defaults, Pushpin's config file, a TOML config file, the
     environment and the flags, each overriding the ones before it.
@@ -1015,14 +1044,15 @@ def load_config(
     `argv_options` maps `Config` field names to what the command line gave: a string, a list of
     strings for the repeatable `listen` and `routes`, a bool for `debug`; None means not given.
     `environ` is the process environment: `GRIPCORE_<FLAG>` variables are read (`GRIPCORE_LISTEN`
-    comma-separated, `GRIPCORE_ROUTE` one route per line), other names are ignored.
+    comma-separated, `GRIPCORE_ROUTE` one route per line), other names are ignored; unknown
+    `GRIPCORE_*` names are ignored too, with one message (naming them) passed to `on_warning`.
     `file_text` is the config file's content and `file_name` its path (for messages and for
     resolving relative paths); keys are the long option names with `-` or `_`.
     `pushpin_options` maps option flags to (text, source), as `_pushpinconf.PushpinConfig.options`
     gives them.
 
     Raises `ConfigError` naming the option and its source for an invalid value, an unknown
-    config-file key or `GRIPCORE_*` variable, a file that is not TOML, or an unknown field in
+    config-file key, a file that is not TOML, or an unknown field in
     `argv_options`.
     """
     layered: dict[str, tuple[object, str]] = {}
@@ -1033,7 +1063,7 @@ def load_config(
         layered[option.field] = (_convert(option, raw, source, ""), source)
     if file_text is not None:
         layered.update(_from_file(file_text, file_name))
-    layered.update(_from_environ(environ))
+    layered.update(_from_environ(environ, on_warning))
     layered.update(_from_argv(argv_options))
     values: dict[str, Any] = {field: value for field, (value, _) in layered.items()}
     # The one check across options, made here too so that its message names the sources.

@@ -240,6 +240,8 @@ class ProxyNode:
     publish_connections: int = field(init=False, default=0)
     """Open publish API connections (counted against --max-publish-connections)."""
     closing: bool = field(init=False, default=False)
+    listening: bool = field(init=False, default=False)
+    """Set by the driver once every listener is bound (with `closing`, read by `readiness`)."""
     metrics: Registry = field(init=False, default_factory=Registry)
     # (default_factory: a function as a plain default would be bound as a method)
     schedule_flush: Callable[[], None] = field(init=False, default_factory=lambda: _nothing)
@@ -703,6 +705,18 @@ class ProxyNode:
             return _starter.banner(_url(listen_addresses[0]), publish_url)
         return None
 
+    def readiness(self) -> str | None:
+        """None when this node should get traffic (GET /readyz answers 200, systemd is told
+        READY=1), else why not: listeners not yet bound, shutting down (SIGTERM's grace
+        period), or the engine's Redis unreachable (publishes would get 503)."""
+        if self.closing:
+            return "shutting down"
+        if not self.listening:
+            return "listeners not bound yet"
+        if isinstance(self.broker, RedisEngine) and not self.broker.up:
+            return "engine unavailable (Redis unreachable)"
+        return None
+
     def close_all(self) -> None:
         """Server stopping: every held session ends (see ProxyConnection.shutdown)."""
         self.closing = True
@@ -940,6 +954,7 @@ class PublishConnection:
             metrics=self.node.metrics.render,
             publish_iss=config.publish_iss,
             now=self.node.wall_clock(),
+            readiness=self.node.readiness,
         )
         if response.items and self.node.remote_engine:
             self.awaiting = response.items
@@ -1000,7 +1015,8 @@ class PublishConnection:
             data = self.h11.send(
                 h11.Response(status_code=status, headers=out, reason=reason_phrase(status))
             )
-            data += self.h11.send(h11.Data(data=body)) or b""
+            if self.request is None or self.request.method != b"HEAD":  # HEAD: headers only
+                data += self.h11.send(h11.Data(data=body)) or b""
             data += self.h11.send(h11.EndOfMessage()) or b""
         except h11.LocalProtocolError:  # a 2xx to CONNECT switched protocols: no body to send
             self._close = True

@@ -17,6 +17,10 @@ the items (the Redis engine without its Redis), the adapter answers with
 `engine_unavailable_response`: 503 and the reason, never a silent drop.
 `GET /metrics` serves the Prometheus text the adapter renders (no authentication: like the
 publish API itself, the listener is meant for loopback or a private network).
+Health, for process managers and load balancers (docs/operations.md): `GET /healthz` answers
+200 whenever the process can answer at all (liveness); `GET /readyz` answers 200 when the
+node says it is ready, else 503 with the node's reason (`readiness`: listeners not yet bound,
+the engine's Redis unreachable, shutting down), so a load balancer stops sending.
 """
 
 from __future__ import annotations
@@ -128,11 +132,13 @@ def handle_publish_request(
     metrics: Callable[[], bytes] | None = None,
     publish_iss: str | None = None,
     now: float | None = None,
+    readiness: Callable[[], str | None] | None = None,
 ) -> PublishResponse:
     """Answer one publish API request. Never raises for what the client sent. `metrics`, when
     given, renders the Prometheus text served at `GET /metrics`. `now` (wall-clock seconds)
     enables JWT bearer tokens signed with `publish_key`; `publish_iss` is the issuer they
-    must carry."""
+    must carry. `readiness`, when given, enables `GET /healthz` and `GET /readyz`: it returns
+    None when ready, else why not."""
     wants_json = _wants_json(headers)
     as_json = bool(wants_json)
     path = target.split(b"?", 1)[0].decode("latin-1")
@@ -142,6 +148,15 @@ def handle_publish_request(
         if method not in (b"GET", b"HEAD"):
             return _answer(405, "Method Not Allowed", as_json, [(b"Allow", b"GET")])
         return PublishResponse(200, [(b"Content-Type", METRICS_CONTENT_TYPE)], metrics())
+    if path in ("/healthz", "/readyz") and readiness is not None:
+        if method not in (b"GET", b"HEAD"):
+            return _answer(405, "Method Not Allowed", as_json, [(b"Allow", b"GET")])
+        if path == "/healthz":
+            return _answer(200, "ok", as_json)
+        reason = readiness()
+        if reason is None:
+            return _answer(200, "ready", as_json)
+        return _answer(503, f"not ready: {reason}", as_json)
     fastly = _FASTLY_PATH.fullmatch(path) is not None
     if (path.rstrip("/") != "/publish" or path.endswith("//")) and not fastly:
         return _answer(404, "Not Found", as_json)
