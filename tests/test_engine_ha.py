@@ -204,9 +204,7 @@ def test_cluster_subscribes_per_slot_owner_and_resubscribes_after_relink() -> No
     engine.link_up(2.0, SLOTS)
     assert not engine.relink
     again = engine.take_commands(2.0)
-    assert sorted(n for c in again if isinstance(c, Subscribe) for n in c.channels) == sorted(
-        seen
-    )
+    assert sorted(n for c in again if isinstance(c, Subscribe) for n in c.channels) == sorted(seen)
     # leaving: SUNSUBSCRIBE on the owner's connection, which is no relink
     engine.hub.unsubscribe(subs[1], "b")
     engine.sync()

@@ -401,9 +401,7 @@ def cluster_slots(reply: Sequence[Any]) -> tuple[tuple[int, int, str, int], ...]
     return tuple(ranges)
 
 
-def slot_owner(
-    ranges: Sequence[tuple[int, int, str, int]], slot: int
-) -> tuple[str, int] | None:
+def slot_owner(ranges: Sequence[tuple[int, int, str, int]], slot: int) -> tuple[str, int] | None:
     """The primary (host, port) serving `slot` in `cluster_slots` ranges; None when no node
     serves it."""
     index = bisect.bisect_right(ranges, (slot, CLUSTER_SLOTS, "\uffff", 0)) - 1
