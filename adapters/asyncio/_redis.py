@@ -48,6 +48,7 @@ from gripcore._engine import (
     Unsubscribe,
     client_options,
     cluster_slots,
+    failure_reason,
     link_back_message,
     link_lost_message,
     link_silent,
@@ -136,7 +137,9 @@ class RedisDriver:
             link = await self._connect_pubsub()
         except self._errors as exc:
             await self._client.aclose()
-            raise EngineUnavailable(f"cannot reach Redis at {target.display}: {exc}") from None
+            raise EngineUnavailable(
+                f"cannot reach Redis at {target.display}: {failure_reason(exc)}"
+            ) from None
         self._writer = asyncio.ensure_future(self._write_loop())
         self._reader = asyncio.ensure_future(self._read_loop(link))
         self._health = asyncio.ensure_future(self._health_loop())
@@ -232,9 +235,11 @@ class RedisDriver:
                     "publish of %d items refused (503): Redis at %s: %s",
                     len(calls),
                     engine.target.display,
-                    exc,
+                    failure_reason(exc),
                 )
-                raise EngineUnavailable(f"Redis at {engine.target.display}: {exc}") from None
+                raise EngineUnavailable(
+                    f"Redis at {engine.target.display}: {failure_reason(exc)}"
+                ) from None
         engine.published(replies)
 
     # --- the engine's commands ---
@@ -328,7 +333,7 @@ class RedisDriver:
             failure = next(iter(done)).exception()
             self._conns = {}
             engine.link_down(loop.time())
-            reason = str(failure) or type(failure).__name__
+            reason = failure_reason(failure) if failure is not None else "closed"
             log.error(link_lost_message(engine.target, reason))
             for conn in conns.values():
                 await conn.disconnect()

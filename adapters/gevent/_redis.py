@@ -44,6 +44,7 @@ from gripcore._engine import (
     Unsubscribe,
     client_options,
     cluster_slots,
+    failure_reason,
     link_back_message,
     link_lost_message,
     link_silent,
@@ -143,7 +144,9 @@ class RedisDriver:
                     RedisCluster, startup_nodes=nodes, retry=retry, **options
                 )
             except self._errors as exc:
-                raise EngineUnavailable(f"cannot reach Redis at {target.display}: {exc}") from None
+                raise EngineUnavailable(
+                    f"cannot reach Redis at {target.display}: {failure_reason(exc)}"
+                ) from None
         else:
             self._client = redis.Redis(**options, retry=retry)
         self._script = self._client.register_script(self.engine.script)
@@ -152,7 +155,9 @@ class RedisDriver:
             link = self._blocking(self._connect_pubsub)
         except self._errors as exc:
             self._client.close()
-            raise EngineUnavailable(f"cannot reach Redis at {target.display}: {exc}") from None
+            raise EngineUnavailable(
+                f"cannot reach Redis at {target.display}: {failure_reason(exc)}"
+            ) from None
         self._hub.threadpool.spawn(self._read_loop, link)
         self._greenlets.spawn(self._write_loop)
         self._greenlets.spawn(self._health_loop)
@@ -233,9 +238,11 @@ class RedisDriver:
                     "publish of %d items refused (503): Redis at %s: %s",
                     len(calls),
                     engine.target.display,
-                    exc,
+                    failure_reason(exc),
                 )
-                raise EngineUnavailable(f"Redis at {engine.target.display}: {exc}") from None
+                raise EngineUnavailable(
+                    f"Redis at {engine.target.display}: {failure_reason(exc)}"
+                ) from None
         engine.published(replies)
 
     def _run_calls(self, calls: Sequence[Any]) -> list[Any]:
@@ -359,7 +366,7 @@ class RedisDriver:
                 push = conn.read_response()
                 self._post(self._on_push, node, push)
         except Exception as exc:  # the thread's boundary: any failure ends this link
-            reasons.append(str(exc) or type(exc).__name__)
+            reasons.append(failure_reason(exc))
             failed.set()
 
     def _link_up(self, conns: dict[tuple[str, int] | None, Any], slots: tuple[Any, ...]) -> None:

@@ -76,6 +76,7 @@ __all__ = [
     "Unsubscribe",
     "client_options",
     "cluster_slots",
+    "failure_reason",
     "key_slot",
     "link_back_message",
     "link_lost_message",
@@ -182,6 +183,17 @@ def link_back_message(target: RedisTarget, gap: float) -> str:
         f"Redis engine at {target.display} reconnected after {gap:.1f} s; items published in "
         "that gap were refused (503) or not received by this node"
     )
+
+
+# A failure's text as told to publishers and the log: redis-py's messages may carry a whole
+# client's repr (MasterNotFoundError does), which says nothing more to a publisher.
+MAX_REASON = 200
+
+
+def failure_reason(exc: BaseException) -> str:
+    """What went wrong, short: the message up to any client repr, or the exception's type."""
+    text = str(exc).split(" : <", 1)[0].strip() or type(exc).__name__
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 3] + "..."
 
 
 def next_backoff(delay: float) -> float:
