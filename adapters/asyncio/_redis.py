@@ -136,7 +136,7 @@ class RedisDriver:
             await self._client.ping()
             link = await self._connect_pubsub()
         except self._errors as exc:
-            await self._client.aclose()
+            await self.close()
             raise EngineUnavailable(
                 f"cannot reach Redis at {target.display}: {failure_reason(exc)}"
             ) from None
@@ -161,6 +161,9 @@ class RedisDriver:
             await conn.disconnect()
         if self._client is not None:
             await self._client.aclose()
+        if self._sentinel is not None:
+            for client in self._sentinel.sentinels:
+                await client.aclose()
 
     async def _connect_pubsub(self) -> tuple[dict[tuple[str, int] | None, Any], tuple[Any, ...]]:
         """Open the pub/sub connections: to the server, to the master the Sentinels name now,

@@ -144,6 +144,7 @@ class RedisDriver:
                     RedisCluster, startup_nodes=nodes, retry=retry, **options
                 )
             except self._errors as exc:
+                self.close()
                 raise EngineUnavailable(
                     f"cannot reach Redis at {target.display}: {failure_reason(exc)}"
                 ) from None
@@ -154,7 +155,7 @@ class RedisDriver:
             self._blocking(self._client.ping)
             link = self._blocking(self._connect_pubsub)
         except self._errors as exc:
-            self._client.close()
+            self.close()
             raise EngineUnavailable(
                 f"cannot reach Redis at {target.display}: {failure_reason(exc)}"
             ) from None
@@ -174,6 +175,9 @@ class RedisDriver:
             conn.disconnect()  # the reader threads' pending reads fail, and they end
         if self._client is not None:
             self._client.close()
+        if self._sentinel is not None:
+            for client in self._sentinel.sentinels:
+                client.close()
 
     def _connect_pubsub(self) -> tuple[dict[tuple[str, int] | None, Any], tuple[Any, ...]]:
         """Open the pub/sub connections (blocking): to the server, to the master the Sentinels
