@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gripcore._engine import (
+    MAX_REASON,
     PUBLISH_SCRIPT,
     SHARDED_PUBLISH_SCRIPT,
     RedisEngine,
@@ -19,6 +20,7 @@ from gripcore._engine import (
     client_options,
     cluster_slots,
     encode_item,
+    failure_reason,
     hash_tag,
     key_slot,
     link_lost_message,
@@ -250,3 +252,20 @@ def test_single_server_names_and_commands_are_unchanged() -> None:
     (command,) = engine.take_commands(0.0)
     assert command == Subscribe(("t:c:news",)) and command.verb == "SUBSCRIBE"
     assert Unsubscribe(("t:c:news",)).verb == "UNSUBSCRIBE"
+
+
+@pytest.mark.parametrize("key", ["{}x", "a{b", "{a}b", "x{}{a}", "}{a}", "plain", "{\u00e9}"])
+def test_key_slot_vectors(key: str) -> None:
+    assert key_slot(key) == redis.crc.key_slot(key.encode("utf-8"))
+
+
+def test_failure_reason_is_short() -> None:
+    from redis.sentinel import MasterNotFoundError
+
+    client_repr = "<redis.asyncio.client.Redis(<ConnectionPool(<Connection(host=h)>)>)>"
+    assert failure_reason(MasterNotFoundError(f"No master found for 'm' : {client_repr}")) == (
+        "No master found for 'm'"
+    )
+    assert failure_reason(ConnectionError()) == "ConnectionError"
+    long = failure_reason(OSError("x" * 500))
+    assert len(long) == MAX_REASON and long.endswith("...")
