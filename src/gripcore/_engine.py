@@ -19,6 +19,14 @@ channel message, `subscribed` for a SUBSCRIBE confirmation, `history_read`, `lin
 `link_up`). Driving it — connections, reconnects with backoff — is the adapter's job
 (adapters/asyncio/_redis.py, adapters/gevent/_redis.py).
 
+Highly available Redis. With a Sentinel target nothing changes here (the drivers ask the
+Sentinels where the master is). With a Redis Cluster target every name of a channel carries its
+hash tag (`hash_tag`), so the script's keys and its shard channel share one slot; the script
+SPUBLISHes (`SHARDED_PUBLISH_SCRIPT`); and the driver hands `link_up` the slot map
+(`cluster_slots`), from which the engine groups (S)SUBSCRIBEs by the primary owning each
+channel's slot (`key_slot`, `slot_owner`). A `sunsubscribe` Redis sends for a channel still
+wanted (its slot moved) sets `relink`: the driver reconnects with a fresh map.
+
 Subscriptions follow interest: a node subscribes in Redis only to channels with local
 subscribers. When the last one leaves, the channel lingers `linger` seconds before the node
 unsubscribes, so a client that reconnects at once (the usual case) finds the subscription still
