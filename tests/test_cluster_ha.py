@@ -242,7 +242,12 @@ def shard_numsub(port: int, channel: str) -> int:
         client.close()
 
 
-def test_cluster_node_restart_while_held_and_publishing(origin: Origin, servers: Servers) -> None:
+CHANNEL = "ha:{news}c:news"
+CLUSTER_URL = f"redis+cluster://{HOST}:{CLUSTER_PORTS[0]},{HOST}:{CLUSTER_PORTS[1]}?prefix=ha:"
+
+
+def make_cluster(servers: Servers) -> int:
+    """Three primaries, no replicas; returns the port of the one owning CHANNEL's slot."""
     for port in CLUSTER_PORTS:
         start_cluster_node(servers, port)
     cli = shutil.which("redis-cli")
@@ -254,15 +259,39 @@ def test_cluster_node_restart_while_held_and_publishing(origin: Origin, servers:
         stderr=subprocess.DEVNULL,
     )
     wait_for(lambda: all(cluster_ok(p) for p in CLUSTER_PORTS), 20)
-    channel = "ha:{news}c:news"
     seed = redis.Redis(host=HOST, port=CLUSTER_PORTS[0])
-    owner = next(
-        int(primary[1])
-        for first, last, primary, *_ in seed.execute_command("CLUSTER", "SLOTS")
-        if first <= key_slot(channel) <= last
-    )
-    seed.close()
-    url = f"redis+cluster://{HOST}:{CLUSTER_PORTS[0]},{HOST}:{CLUSTER_PORTS[1]}?prefix=ha:"
+    try:
+        return next(
+            int(primary[1])
+            for first, last, primary, *_ in seed.execute_command("CLUSTER", "SLOTS")
+            if first <= key_slot(CHANNEL) <= last
+        )
+    finally:
+        seed.close()
+
+
+def move_slot(slot: int, source: int, target: int) -> None:
+    """Reshard one slot with its keys, as `redis-cli --cluster reshard` does."""
+    clients = {port: redis.Redis(host=HOST, port=port) for port in CLUSTER_PORTS}
+    try:
+        src, dst = clients[source], clients[target]
+        src_id = src.execute_command("CLUSTER", "MYID").decode()
+        dst_id = dst.execute_command("CLUSTER", "MYID").decode()
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+        keys = src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100)
+        if keys:
+            src.execute_command("MIGRATE", HOST, target, "", 0, 5000, "KEYS", *keys)
+        for client in (dst, src, *clients.values()):
+            client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+    finally:
+        for client in clients.values():
+            client.close()
+
+
+def test_cluster_node_restart_while_held_and_publishing(origin: Origin, servers: Servers) -> None:
+    owner = make_cluster(servers)
+    channel, url = CHANNEL, CLUSTER_URL
     routes = (f"* 127.0.0.1:{origin.port},over_http",)
     with (
         running_proxy(engine=url, routes=routes, history=1000) as a,
@@ -281,3 +310,28 @@ def test_cluster_node_restart_while_held_and_publishing(origin: Origin, servers:
         wait_for(lambda: shard_numsub(owner, channel) == 1)  # b subscribed again
         publisher.until_accepted(3)
         check_fault_outcome(publisher, held, 5, [a, b])
+
+
+def test_cluster_slot_moved_while_held(origin: Origin, servers: Servers) -> None:
+    """Resharding the channel's slot: Redis drops the node's shard subscription (the engine
+    relinks and SSUBSCRIBEs on the new owner), publishes follow MOVED, the history moved along."""
+    owner = make_cluster(servers)
+    other = next(port for port in CLUSTER_PORTS if port != owner)
+    routes = (f"* 127.0.0.1:{origin.port},over_http",)
+    with (
+        running_proxy(engine=CLUSTER_URL, routes=routes, history=1000) as a,
+        running_proxy(engine=CLUSTER_URL, routes=routes, history=1000) as b,
+    ):
+        held = sse_client(b)
+        wait_for(lambda: shard_numsub(owner, CHANNEL) == 1)
+        publisher = Publisher(a)
+        for _ in range(3):
+            assert publisher.one() == 200
+        move_slot(key_slot(CHANNEL), owner, other)
+        wait_for(lambda: shard_numsub(other, CHANNEL) == 1)  # b followed the slot
+        for _ in range(3):
+            assert publisher.one() == 200  # a's script runs followed MOVED
+        assert ids_in(held.read_until(b"data: 6\n\n\r\n")) == [1, 2, 3, 4, 5, 6]
+        again = sse_client(a, "Last-Event-ID: 2\r\n")
+        assert ids_in(again.read_until(b"data: 6\n\n\r\n")) == [3, 4, 5, 6]
+        assert metric(b, "engine_outages_total") == 1  # the relink
