@@ -29,7 +29,15 @@ import redis
 
 from gripcore._engine import key_slot
 
-from .e2e_support import Origin, ProxyThread, RawClient, publish, running_proxy, wait_for
+from .e2e_support import (
+    Origin,
+    OriginRequest,
+    ProxyThread,
+    RawClient,
+    publish,
+    running_proxy,
+    wait_for,
+)
 from .test_cluster import _sse, metric, sse_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("proxy_adapter")]
@@ -39,9 +47,24 @@ SENTINEL_MASTER, SENTINEL_REPLICA, SENTINEL_PORT, NO_SENTINEL = 26401, 26402, 26
 CLUSTER_PORTS = (26411, 26412, 26413)
 
 
+MANY = [f"ch{n}" for n in range(8)]  # 8 channels on 3 primaries: some share one, in 2 slots
+
+
+def _many(request: OriginRequest) -> tuple[int, list[tuple[str, str]], bytes]:
+    return (
+        200,
+        [
+            ("Content-Type", "text/event-stream"),
+            ("Grip-Hold", "stream"),
+            ("Grip-Channel", ", ".join(MANY)),
+        ],
+        b"",
+    )
+
+
 @pytest.fixture(scope="module")
 def origin() -> Iterator[Origin]:
-    server = Origin(routes={"/sse": _sse}).start()
+    server = Origin(routes={"/sse": _sse, "/many": _many}).start()
     yield server
     server.stop()
 
@@ -335,3 +358,33 @@ def test_cluster_slot_moved_while_held(origin: Origin, servers: Servers) -> None
         again = sse_client(a, "Last-Event-ID: 2\r\n")
         assert ids_in(again.read_until(b"data: 6\n\n\r\n")) == [3, 4, 5, 6]
         assert metric(b, "engine_outages_total") == 1  # the relink
+
+
+def test_cluster_channels_on_every_shard(origin: Origin, servers: Servers) -> None:
+    """One client on channels of every primary, several in different slots of one primary:
+    each slot gets its own SSUBSCRIBE on its owner, and every channel delivers."""
+    make_cluster(servers)
+    routes = (f"* 127.0.0.1:{origin.port},over_http",)
+    with running_proxy(engine=CLUSTER_URL, routes=routes) as a:
+        held = RawClient(a.port)
+        held.get("/many")
+        assert held.read_until(b"\r\n\r\n").startswith(b"HTTP/1.1 200 OK\r\n")
+        # pigeonhole: some primary owns two of these channels, in two slots
+        assert len({key_slot(f"ha:{{{ch}}}c:{ch}") for ch in MANY}) == len(MANY) > 3
+        wait_for(
+            lambda: (
+                sum(shard_numsub(p, f"ha:{{{ch}}}c:{ch}") for p in CLUSTER_PORTS for ch in MANY)
+                == len(MANY)
+            )
+        )
+        for ch in MANY:
+            text = f"to {ch}\n"
+            status, _ = publish(
+                a.publish_port, [{"channel": ch, "formats": {"http-stream": {"content": text}}}]
+            )
+            assert status == 200
+        got = held.read_until(f"to {MANY[-1]}\n".encode())
+        assert [line for line in got.split(b"\r\n") if line.startswith(b"to ")] == [
+            f"to {ch}".encode() + b"\n" for ch in MANY
+        ]
+        assert metric(a, "engine_outages_total") == 0

@@ -189,11 +189,26 @@ def test_cluster_subscribes_per_slot_owner_and_resubscribes_after_relink() -> No
     seen = set()
     for command in commands:
         assert isinstance(command, Subscribe)
-        for name in command.channels:
-            assert slot_owner(SLOTS, key_slot(name)) == command.node
-            seen.add(name)
+        # one slot per SSUBSCRIBE (Redis answers CROSSSLOT otherwise), on its owner
+        (slot,) = {key_slot(name) for name in command.channels}
+        assert slot_owner(SLOTS, slot) == command.node
+        seen.update(command.channels)
     assert seen == {engine.redis_channel(ch) for ch in channels}
-    assert len({c.node for c in commands if isinstance(c, Subscribe)}) == len(commands) > 1
+    assert len({c.node for c in commands if isinstance(c, Subscribe)}) > 1
+    # two channels whose tags hash to one slot: one command for both
+    by_slot: dict[int, str] = {}
+    for n in range(2000):
+        name = f"c{n}"
+        slot = key_slot(engine.redis_channel(name))
+        if slot in by_slot:
+            break
+        by_slot[slot] = name
+    pair = (by_slot[slot], name)
+    stream(engine, *pair)
+    engine.sync()
+    (both,) = engine.take_commands(0.0)
+    assert both == Subscribe(tuple(engine.redis_channel(c) for c in pair), slot_owner(SLOTS, slot))
+    seen.update(both.channels)
     # a shard message and its confirmation
     assert engine.handle_push([b"ssubscribe", b"t:{a}c:a", 1], 0.0) is None
     out = engine.handle_push([b"smessage", b"t:{a}c:a", b"\n" + encode_item(item("a", "hi"))], 0)

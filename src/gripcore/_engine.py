@@ -23,8 +23,8 @@ Highly available Redis. With a Sentinel target nothing changes here (the drivers
 Sentinels where the master is). With a Redis Cluster target every name of a channel carries its
 hash tag (`hash_tag`), so the script's keys and its shard channel share one slot; the script
 SPUBLISHes (`SHARDED_PUBLISH_SCRIPT`); and the driver hands `link_up` the slot map
-(`cluster_slots`), from which the engine groups (S)SUBSCRIBEs by the primary owning each
-channel's slot (`key_slot`, `slot_owner`). A `sunsubscribe` Redis sends for a channel still
+(`cluster_slots`), from which the engine sends each slot's SSUBSCRIBE to the primary owning
+it (`key_slot`, `slot_owner`). A `sunsubscribe` Redis sends for a channel still
 wanted (its slot moved) sets `relink`: the driver reconnects with a fresh map.
 
 Subscriptions follow interest: a node subscribes in Redis only to channels with local
@@ -697,18 +697,20 @@ class RedisEngine:
     def _by_node(
         self, kind: type[Subscribe] | type[Unsubscribe], channels: Iterable[str]
     ) -> list[Command]:
-        """(UN)SUBSCRIBE commands for these local channels: one, or in a cluster one per
-        primary owning their slots (an unknown slot goes to the first node, whose MOVED
-        reply makes the driver reconnect with a fresh slot map)."""
+        """(UN)SUBSCRIBE commands for these local channels: one, or in a cluster one per slot
+        (Redis refuses an SSUBSCRIBE whose channels are in different slots, CROSSSLOT), sent
+        to the primary owning it (an unknown slot goes to the first node, whose MOVED reply
+        makes the driver reconnect with a fresh slot map)."""
         names = [self.redis_channel(c) for c in channels]
         if not self._tagged:
             return [kind(tuple(names))]
-        groups: dict[tuple[str, int], list[str]] = {}
+        groups: dict[tuple[tuple[str, int], int], list[str]] = {}
         fallback = (self._slots[0][2], self._slots[0][3]) if self._slots else self.target.nodes[0]
         for name in names:
-            node = slot_owner(self._slots, key_slot(name)) or fallback
-            groups.setdefault(node, []).append(name)
-        return [kind(tuple(group), node) for node, group in groups.items()]
+            slot = key_slot(name)
+            node = slot_owner(self._slots, slot) or fallback
+            groups.setdefault((node, slot), []).append(name)
+        return [kind(tuple(group), node) for (node, _), group in groups.items()]
 
     # --- publishing ---
 
