@@ -27,7 +27,8 @@ from typing import Any
 import pytest
 import redis
 
-from gripcore._engine import key_slot
+from gripcore._config import Config
+from gripcore._engine import EngineUnavailable, key_slot
 
 from .e2e_support import (
     Origin,
@@ -388,3 +389,33 @@ def test_cluster_channels_on_every_shard(origin: Origin, servers: Servers) -> No
             f"to {ch}".encode() + b"\n" for ch in MANY
         ]
         assert metric(a, "engine_outages_total") == 0
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"redis+sentinel://{HOST}:{NO_SENTINEL}/m/0",  # no Sentinel answers
+        f"redis+cluster://{HOST}:{CLUSTER_PORTS[2]}",  # no cluster node answers
+    ],
+)
+def test_unreachable_at_start(origin: Origin, url: str) -> None:
+    """As with one server: the node does not start (gripcore serve exits with status 3)."""
+    from . import e2e_support
+
+    proxy = ProxyThread(
+        Config(
+            engine=url,
+            routes=(f"* 127.0.0.1:{origin.port},over_http",),
+            listen=((HOST, 0),),
+            publish_listen=(HOST, 0),
+            adapter=e2e_support.ADAPTER,
+        )
+    )
+    try:
+        with pytest.raises(EngineUnavailable) as failure:
+            proxy.start()
+    finally:
+        proxy.stop()
+        if proxy.loop is not None:
+            proxy.loop.close()  # the harness leaves a loop that never ran open
+    assert str(failure.value).startswith(f"cannot reach Redis at {url}: ")

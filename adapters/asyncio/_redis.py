@@ -104,12 +104,14 @@ class RedisDriver:
             import redis.asyncio as aioredis
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
-            from redis.exceptions import RedisError
+            from redis.exceptions import RedisClusterException, RedisError
         except ImportError:
             raise EngineUnavailable(
                 "the Redis engine needs redis-py: pip install 'gripcore[redis]'"
             ) from None
-        self._errors = (RedisError, OSError)
+        # RedisClusterException: the cluster errors redis-py does not derive from RedisError
+        # (no node reachable, a slot no node serves)
+        self._errors = (RedisError, RedisClusterException, OSError)
         target = self.engine.target
         options = client_options(target)
         retry = Retry(NoBackoff(), 0)

@@ -113,14 +113,15 @@ class RedisDriver:
         try:
             import redis
             from redis.backoff import NoBackoff
-            from redis.exceptions import RedisError
+            from redis.exceptions import RedisClusterException, RedisError
             from redis.retry import Retry
         except ImportError:
             raise EngineUnavailable(
                 "the Redis engine needs redis-py: pip install 'gripcore[redis]'"
             ) from None
         # ValueError: redis-py's reader when the connection is closed under it (health check)
-        self._errors = (RedisError, OSError, ValueError)
+        # RedisClusterException: the cluster errors redis-py does not derive from RedisError
+        self._errors = (RedisError, RedisClusterException, OSError, ValueError)
         target = self.engine.target
         options = client_options(target)
         retry = Retry(NoBackoff(), 0)
