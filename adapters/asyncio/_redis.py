@@ -335,6 +335,7 @@ class RedisDriver:
             finally:
                 for reader in readers:
                     reader.cancel()
+                await asyncio.gather(*readers, return_exceptions=True)
             failure = next(iter(done)).exception()
             self._conns = {}
             engine.link_down(loop.time())
