@@ -171,6 +171,7 @@ def test_slot_owners() -> None:
 def test_cluster_publishes_with_spublish_in_the_channels_slot() -> None:
     engine = cluster_engine(history=5)
     assert engine.script == SHARDED_PUBLISH_SCRIPT
+    assert not engine.pipelined  # each run may go to another primary
     assert "redis.call('SPUBLISH', ARGV[3]" in SHARDED_PUBLISH_SCRIPT
     assert "SPUBLISH" not in PUBLISH_SCRIPT
     (call,) = engine.publish_calls([item("news", "a", id="1")])
@@ -261,6 +262,7 @@ def test_single_server_names_and_commands_are_unchanged() -> None:
     engine = RedisEngine(parse_engine_url("redis://h?prefix=t:"), Hub(), Sequencer())
     engine.link_up(0.0)
     assert engine.script == PUBLISH_SCRIPT
+    assert engine.pipelined
     assert engine.redis_channel("a}b") == "t:c:a}b"
     stream(engine, "news")
     engine.sync()

@@ -223,7 +223,7 @@ class RedisDriver:
         calls = engine.publish_calls(items)
         async with self._publish_lock:
             try:
-                if engine.target.mode == CLUSTER:
+                if not engine.pipelined:
                     # each run goes to its channel's slot owner, one after another (in order)
                     replies = [
                         await self._script(keys=list(call.keys), args=list(call.args))

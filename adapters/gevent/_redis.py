@@ -251,7 +251,7 @@ class RedisDriver:
         engine.published(replies)
 
     def _run_calls(self, calls: Sequence[Any]) -> list[Any]:
-        if self.engine.target.mode == CLUSTER:
+        if not self.engine.pipelined:
             # each run goes to its channel's slot owner, one after another (in order)
             return [self._script(keys=list(call.keys), args=list(call.args)) for call in calls]
         pipe = self._client.pipeline(transaction=False)

@@ -681,6 +681,12 @@ class RedisEngine:
         """The Lua script each `ScriptCall` runs."""
         return SHARDED_PUBLISH_SCRIPT if self._tagged else PUBLISH_SCRIPT
 
+    @property
+    def pipelined(self) -> bool:
+        """Whether a publish's script runs go out in one pipeline (one server, a Sentinel's
+        master), or one after another, in order (a cluster: each may go to another primary)."""
+        return not self._tagged
+
     def _local(self, redis_channel: bytes | str) -> str | None:
         name = _text(redis_channel)
         if not name.startswith(self.target.prefix):
