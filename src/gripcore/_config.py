@@ -485,11 +485,15 @@ def _parse_log_level(raw: object) -> object:
 
 
 def _check_engine(value: object) -> str:
-    """`memory`, or a Redis URL `redis://HOST[:PORT][/DB]` (`rediss://` for TLS)."""
+    """`memory`, or a Redis URL: `redis://HOST[:PORT][/DB]` (`rediss://` for TLS),
+    `redis+sentinel://HOST:PORT[,...]/MASTER_NAME[/DB]` or `redis+cluster://HOST:PORT[,...]`."""
     text = _check_name(value)
     if text == "memory":
         return text
-    expected = f"must be 'memory' or a redis://HOST[:PORT][/DB] URL, got {_quote(text)}"
+    expected = (
+        "must be 'memory' or a redis://HOST[:PORT][/DB] URL (or redis+sentinel://HOST:PORT"
+        f"[,...]/MASTER_NAME[/DB], redis+cluster://HOST:PORT[,...]), got {_quote(text)}"
+    )
     try:
         parse_engine_url(text)
     except LocalProtocolError:
@@ -711,7 +715,8 @@ OPTIONS: Final[tuple[Option, ...]] = (
         "engine",
         "engine",
         "ENGINE",
-        "where publishes meet subscriptions: memory, or redis://HOST[:PORT][/DB]",
+        "where publishes meet subscriptions: memory, redis://HOST[:PORT][/DB], "
+        "redis+sentinel://HOST:PORT[,...]/MASTER[/DB] or redis+cluster://HOST:PORT[,...]",
         _same,
         _check_engine,
     ),

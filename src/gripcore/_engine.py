@@ -19,6 +19,14 @@ channel message, `subscribed` for a SUBSCRIBE confirmation, `history_read`, `lin
 `link_up`). Driving it — connections, reconnects with backoff — is the adapter's job
 (adapters/asyncio/_redis.py, adapters/gevent/_redis.py).
 
+Highly available Redis. With a Sentinel target nothing changes here (the drivers ask the
+Sentinels where the master is). With a Redis Cluster target every name of a channel carries its
+hash tag (`hash_tag`), so the script's keys and its shard channel share one slot; the script
+SPUBLISHes (`SHARDED_PUBLISH_SCRIPT`); and the driver hands `link_up` the slot map
+(`cluster_slots`), from which the engine sends each slot's SSUBSCRIBE to the primary owning
+it (`key_slot`, `slot_owner`). A `sunsubscribe` Redis sends for a channel still
+wanted (its slot moved) sets `relink`: the driver reconnects with a fresh map.
+
 Subscriptions follow interest: a node subscribes in Redis only to channels with local
 subscribers. When the last one leaves, the channel lingers `linger` seconds before the node
 unsubscribes, so a client that reconnects at once (the usual case) finds the subscription still
@@ -42,6 +50,8 @@ sequencer when a resume reads the history may reach that client twice.
 
 from __future__ import annotations
 
+import binascii
+import bisect
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -60,6 +70,7 @@ __all__ = [
     "DEFAULT_MAX_RESUME_HOLD",
     "HISTORY_TTL",
     "PUBLISH_SCRIPT",
+    "SHARDED_PUBLISH_SCRIPT",
     "Command",
     "EngineStats",
     "EngineUnavailable",
@@ -72,6 +83,9 @@ __all__ = [
     "Subscribe",
     "Unsubscribe",
     "client_options",
+    "cluster_slots",
+    "failure_reason",
+    "key_slot",
     "link_back_message",
     "link_lost_message",
     "parse_engine_url",
@@ -89,6 +103,12 @@ DEFAULT_ENGINE_LINGER = 5.0
 DEFAULT_MAX_RESUME_HOLD = 10_000
 
 _REDIS_SCHEMES: Final = ("redis", "rediss")
+SENTINEL_SCHEME: Final = "redis+sentinel"
+CLUSTER_SCHEME: Final = "redis+cluster"
+
+# Redis Cluster's key space: a key (or shard channel) lives in slot CRC16(tag) mod 16384
+# (the cluster spec's "Keys distribution model").
+CLUSTER_SLOTS = 16384
 
 # A channel's history stream expires this long after its last publish: Redis memory stays
 # bounded by the channels in use, not by every channel ever published to. A day covers any
@@ -120,8 +140,11 @@ class EngineUnavailable(Exception):
 
 def client_options(target: RedisTarget) -> dict[str, Any]:
     """redis-py client options (sync or asyncio) for the command connection pool; the driver
-    adds `retry=Retry(NoBackoff(), 0)` so a failed publish gets its 503 now, not later."""
-    return {
+    adds `retry=Retry(NoBackoff(), 0)` so a failed publish gets its 503 now, not later. For a
+    Sentinel target these go to `Sentinel.master_for` (no address: the Sentinels give it), for
+    a cluster to `RedisCluster` with the seed nodes (no address, no database: a cluster has
+    only database 0)."""
+    options: dict[str, Any] = {
         "host": target.host,
         "port": target.port,
         "db": target.db,
@@ -132,13 +155,21 @@ def client_options(target: RedisTarget) -> dict[str, Any]:
         "socket_timeout": COMMAND_TIMEOUT,
         "protocol": 2,  # the replies the core parses (as redis-py 5 and Redis 5+ give them)
     }
+    if target.mode != SINGLE:
+        for name in ("host", "port", "ssl"):
+            del options[name]
+    if target.mode == CLUSTER:
+        del options["db"]
+    return options
 
 
-def pubsub_options(target: RedisTarget) -> dict[str, Any]:
-    """redis-py `Connection` options for the pub/sub connection (SSLConnection when `tls`)."""
+def pubsub_options(target: RedisTarget, address: tuple[str, int] | None = None) -> dict[str, Any]:
+    """redis-py `Connection` options for a pub/sub connection (SSLConnection when `tls`), to
+    `address` when given (a Sentinel's current master, a cluster node), else the target's."""
+    host, port = address if address is not None else (target.host, target.port)
     return {
-        "host": target.host,
-        "port": target.port,
+        "host": host,
+        "port": port,
         "username": target.username,
         "password": target.password,
         "socket_connect_timeout": CONNECT_TIMEOUT,
@@ -160,6 +191,17 @@ def link_back_message(target: RedisTarget, gap: float) -> str:
         f"Redis engine at {target.display} reconnected after {gap:.1f} s; items published in "
         "that gap were refused (503) or not received by this node"
     )
+
+
+# A failure's text as told to publishers and the log: redis-py's messages may carry a whole
+# client's repr (MasterNotFoundError does), which says nothing more to a publisher.
+MAX_REASON = 200
+
+
+def failure_reason(exc: BaseException) -> str:
+    """What went wrong, short: the message up to any client repr, or the exception's type."""
+    text = str(exc).split(" : <", 1)[0].strip() or type(exc).__name__
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 3] + "..."
 
 
 def next_backoff(delay: float) -> float:
@@ -190,13 +232,27 @@ redis.call('PUBLISH', ARGV[3], sid .. '\\n' .. ARGV[5])
 return 1
 """
 
+# The same for a Redis Cluster: SPUBLISH to the shard channel, which the hash tag puts in the
+# slot of both keys, so the script touches one slot (Redis 7's sharded pub/sub: a message goes
+# only to the shard that owns the channel, not to every node of the cluster).
+SHARDED_PUBLISH_SCRIPT: Final = PUBLISH_SCRIPT.replace("'PUBLISH'", "'SPUBLISH'")
+
 
 # --- the engine URL -------------------------------------------------------------------------
 
 
+SINGLE: Final = "single"
+SENTINEL: Final = "sentinel"
+CLUSTER: Final = "cluster"
+
+
 @dataclass(frozen=True, slots=True)
 class RedisTarget:
-    """Where the Redis engine connects, and the prefix of every key and channel it uses."""
+    """Where the Redis engine connects, and the prefix of every key and channel it uses.
+
+    `mode` is `single` (one server at `host:port`), `sentinel` (`nodes` are the Sentinels,
+    asked for the current master of `master_name`) or `cluster` (`nodes` are seed nodes of a
+    Redis Cluster; keys and shard channels are hash-tagged per channel)."""
 
     host: str
     port: int = 6379
@@ -205,24 +261,50 @@ class RedisTarget:
     username: str | None = None
     password: str | None = None
     prefix: str = ""
+    mode: str = SINGLE
+    nodes: tuple[tuple[str, int], ...] = ()
+    master_name: str = ""
 
     @property
     def display(self) -> str:
         """The URL without credentials, for messages."""
-        scheme = "rediss" if self.tls else "redis"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{scheme}://{host}:{self.port}/{self.db}"
+        if self.mode == SINGLE:
+            scheme = "rediss" if self.tls else "redis"
+            return f"{scheme}://{_hostport(self.host, self.port)}/{self.db}"
+        nodes = ",".join(_hostport(h, p) for h, p in self.nodes)
+        if self.mode == SENTINEL:
+            return f"{SENTINEL_SCHEME}://{nodes}/{self.master_name}/{self.db}"
+        return f"{CLUSTER_SCHEME}://{nodes}"
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+_URL_FORMS: Final = (
+    "redis://HOST[:PORT][/DB][?prefix=P], "
+    "redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER_NAME[/DB][?prefix=P] or "
+    "redis+cluster://HOST:PORT[,HOST:PORT...][?prefix=P]"
+)
 
 
 def parse_engine_url(url: str) -> RedisTarget:
-    """`redis://[[USER]:PASSWORD@]HOST[:PORT][/DB][?prefix=P]` (`rediss://` for TLS).
+    """`redis://[[USER]:PASSWORD@]HOST[:PORT][/DB][?prefix=P]` (`rediss://` for TLS),
+    `redis+sentinel://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER_NAME[/DB][?prefix=P]`
+    (the Sentinels; the credentials are the master's), or
+    `redis+cluster://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT...][?prefix=P]` (seed nodes of a
+    Redis Cluster; a port defaults to 26379 for Sentinels, 6379 for cluster nodes).
 
     Pub/sub channels are shared by every database of a server, so the default prefix,
-    `gripcore:DB:`, includes the database number: one database is one cluster.
+    `gripcore:DB:`, includes the database number: one database is one cluster. A cluster's
+    prefix may not hold `{` or `}` (the hash tag that follows it must be the first).
     Raises `LocalProtocolError` for anything else.
     """
+    bad = f"engine URL must be {_URL_FORMS}, got {url!r}"
+    scheme, sep, _ = url.partition("://")
+    if sep and scheme in (SENTINEL_SCHEME, CLUSTER_SCHEME):
+        return _parse_multi(url, scheme, bad)
     parts = urlsplit(url)
-    bad = f"engine URL must be redis://HOST[:PORT][/DB][?prefix=P], got {url!r}"
     if parts.scheme not in _REDIS_SCHEMES or not parts.hostname:
         raise LocalProtocolError(bad)
     try:
@@ -230,13 +312,7 @@ def parse_engine_url(url: str) -> RedisTarget:
     except ValueError:
         raise LocalProtocolError(bad) from None
     path = parts.path.strip("/")
-    if path and not (path.isdigit() and path.isascii()):
-        raise LocalProtocolError(bad)
-    db = int(path) if path else 0
-    query = parse_qs(parts.query, keep_blank_values=True)
-    if set(query) - {"prefix"} or len(query.get("prefix", ())) > 1:
-        raise LocalProtocolError(bad)
-    prefix = query["prefix"][0] if "prefix" in query else f"gripcore:{db}:"
+    db = _parse_db(path, bad)
     return RedisTarget(
         host=parts.hostname,
         port=port,
@@ -244,8 +320,114 @@ def parse_engine_url(url: str) -> RedisTarget:
         tls=parts.scheme == "rediss",
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password is not None else None,
-        prefix=prefix,
+        prefix=_parse_prefix(parts.query, db, bad),
     )
+
+
+def _parse_db(text: str, bad: str) -> int:
+    if text and not (text.isdigit() and text.isascii()):
+        raise LocalProtocolError(bad)
+    return int(text) if text else 0
+
+
+def _parse_prefix(query: str, db: int, bad: str) -> str:
+    fields = parse_qs(query, keep_blank_values=True)
+    if set(fields) - {"prefix"} or len(fields.get("prefix", ())) > 1:
+        raise LocalProtocolError(bad)
+    return fields["prefix"][0] if "prefix" in fields else f"gripcore:{db}:"
+
+
+def _parse_multi(url: str, scheme: str, bad: str) -> RedisTarget:
+    """The Sentinel and cluster forms: a comma-separated list of HOST[:PORT] (urlsplit cannot
+    take one), then the path."""
+    rest = url[len(scheme) + 3 :]
+    rest, _, query = rest.partition("?")
+    netloc, _, path = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) if user else None
+        password = unquote(secret) if colon else None
+    default_port = 26379 if scheme == SENTINEL_SCHEME else 6379
+    nodes = tuple(_parse_node(node, default_port, bad) for node in hosts.split(","))
+    names = path.strip("/").split("/") if path.strip("/") else []
+    if scheme == SENTINEL_SCHEME:
+        if not 1 <= len(names) <= 2:
+            raise LocalProtocolError(bad)
+        master_name, db = names[0], _parse_db(names[1] if len(names) > 1 else "", bad)
+        mode = SENTINEL
+    else:
+        if names:
+            raise LocalProtocolError(bad)
+        master_name, db, mode = "", 0, CLUSTER
+    prefix = _parse_prefix(query, db, bad)
+    if mode == CLUSTER and ("{" in prefix or "}" in prefix):
+        raise LocalProtocolError(bad)
+    return RedisTarget(
+        host=nodes[0][0],
+        port=nodes[0][1],
+        db=db,
+        username=username,
+        password=password,
+        prefix=prefix,
+        mode=mode,
+        nodes=nodes,
+        master_name=master_name,
+    )
+
+
+def _parse_node(text: str, default_port: int, bad: str) -> tuple[str, int]:
+    parts = urlsplit(f"//{text}")
+    try:
+        port = parts.port or default_port
+    except ValueError:
+        raise LocalProtocolError(bad) from None
+    if not parts.hostname or parts.username is not None or parts.path:
+        raise LocalProtocolError(bad)
+    return parts.hostname, port
+
+
+def key_slot(key: str) -> int:
+    """The Redis Cluster slot of a key or shard channel: CRC16 of its hash tag (the text
+    between the first `{` and the next `}`, when not empty), else of the whole key."""
+    data = key.encode("utf-8")
+    start = data.find(b"{")
+    if start >= 0:
+        end = data.find(b"}", start + 1)
+        if end > start + 1:
+            data = data[start + 1 : end]
+    return binascii.crc_hqx(data, 0) % CLUSTER_SLOTS
+
+
+def hash_tag(channel: str) -> str:
+    """The hash tag that puts every key and the shard channel of `channel` in one slot: the
+    channel itself, or, when it holds `}` (which would end the tag early) or is empty, `~` and
+    its UTF-8 in hex (a `~` channel cannot clash: the tag only picks the slot, the key still
+    names the channel)."""
+    if channel and "}" not in channel:
+        return "{" + channel + "}"
+    return "{~" + channel.encode("utf-8").hex() + "}"
+
+
+def cluster_slots(reply: Sequence[Any]) -> tuple[tuple[int, int, str, int], ...]:
+    """The `CLUSTER SLOTS` reply as sorted (first slot, last slot, primary host, port) ranges.
+    Raises ValueError (or IndexError, TypeError) for a reply that is not one."""
+    ranges = []
+    for entry in reply:
+        first, last, primary = int(entry[0]), int(entry[1]), entry[2]
+        ranges.append((first, last, _text(primary[0]), int(primary[1])))
+    ranges.sort()
+    return tuple(ranges)
+
+
+def slot_owner(ranges: Sequence[tuple[int, int, str, int]], slot: int) -> tuple[str, int] | None:
+    """The primary (host, port) serving `slot` in `cluster_slots` ranges; None when no node
+    serves it."""
+    index = bisect.bisect_right(ranges, (slot, CLUSTER_SLOTS, "\uffff", 0)) - 1
+    if index >= 0 and ranges[index][0] <= slot <= ranges[index][1]:
+        return ranges[index][2], ranges[index][3]
+    return None
 
 
 # --- commands for the adapter ---------------------------------------------------------------
@@ -253,16 +435,27 @@ def parse_engine_url(url: str) -> RedisTarget:
 
 @dataclass(frozen=True, slots=True)
 class Subscribe:
-    """SUBSCRIBE to these Redis channels (on the pub/sub connection)."""
+    """SUBSCRIBE to these Redis channels (on the pub/sub connection); in a cluster,
+    SSUBSCRIBE on the pub/sub connection to `node`, the primary owning their slots."""
 
     channels: tuple[str, ...]
+    node: tuple[str, int] | None = None
+
+    @property
+    def verb(self) -> str:
+        return "SUBSCRIBE" if self.node is None else "SSUBSCRIBE"
 
 
 @dataclass(frozen=True, slots=True)
 class Unsubscribe:
-    """UNSUBSCRIBE from these Redis channels."""
+    """UNSUBSCRIBE from these Redis channels (SUNSUBSCRIBE on `node`'s connection)."""
 
     channels: tuple[str, ...]
+    node: tuple[str, int] | None = None
+
+    @property
+    def verb(self) -> str:
+        return "UNSUBSCRIBE" if self.node is None else "SUNSUBSCRIBE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -454,7 +647,9 @@ class RedisEngine:
         self.engine_stats = EngineStats()
         self.up = False
         self._ttl_ms = max(1, round(id_cache_ttl * 1000)) if id_cache_ttl > 0 else 0
-        self._channel_prefix = f"{target.prefix}c:"
+        self._tagged = target.mode == CLUSTER  # hash tags, shard channels
+        self._slots: tuple[tuple[int, int, str, int], ...] = ()  # a cluster's slot owners
+        self.relink = False
         self._down_since: float | None = None
         self._subscribed: set[str] = set()  # SUBSCRIBE sent (local channel names)
         self._confirmed: set[str] = set()  # ... and confirmed by Redis on this connection
@@ -467,21 +662,61 @@ class RedisEngine:
 
     # --- names ---
 
+    def _prefix(self, channel: str) -> str:
+        # in a cluster the channel's hash tag follows the prefix: its keys share one slot
+        return self.target.prefix + (hash_tag(channel) if self._tagged else "")
+
     def redis_channel(self, channel: str) -> str:
-        return self._channel_prefix + channel
+        return f"{self._prefix(channel)}c:{channel}"
 
     def stream_key(self, channel: str) -> str:
-        return f"{self.target.prefix}h:{channel}"
+        return f"{self._prefix(channel)}h:{channel}"
 
     def dedup_key(self, channel: str, item_id: str) -> str:
         # the length keeps (channel, id) pairs apart whatever characters they hold
-        return f"{self.target.prefix}id:{len(channel)}:{channel}{item_id}"
+        return f"{self._prefix(channel)}id:{len(channel)}:{channel}{item_id}"
+
+    @property
+    def script(self) -> str:
+        """The Lua script each `ScriptCall` runs."""
+        return SHARDED_PUBLISH_SCRIPT if self._tagged else PUBLISH_SCRIPT
+
+    @property
+    def pipelined(self) -> bool:
+        """Whether a publish's script runs go out in one pipeline (one server, a Sentinel's
+        master), or one after another, in order (a cluster: each may go to another primary)."""
+        return not self._tagged
 
     def _local(self, redis_channel: bytes | str) -> str | None:
         name = _text(redis_channel)
-        if not name.startswith(self._channel_prefix):
+        if not name.startswith(self.target.prefix):
             return None
-        return name[len(self._channel_prefix) :]
+        rest = name[len(self.target.prefix) :]
+        if self._tagged:  # a tag never holds "}": the first one ends it
+            end = rest.find("}")
+            rest = rest[end + 1 :] if rest.startswith("{") else ""
+        if not rest.startswith("c:"):
+            return None
+        channel = rest[2:]
+        return channel if self.redis_channel(channel) == name else None
+
+    def _by_node(
+        self, kind: type[Subscribe] | type[Unsubscribe], channels: Iterable[str]
+    ) -> list[Command]:
+        """(UN)SUBSCRIBE commands for these local channels: one, or in a cluster one per slot
+        (Redis refuses an SSUBSCRIBE whose channels are in different slots, CROSSSLOT), sent
+        to the primary owning it (an unknown slot goes to the first node, whose MOVED reply
+        makes the driver reconnect with a fresh slot map)."""
+        names = [self.redis_channel(c) for c in channels]
+        if not self._tagged:
+            return [kind(tuple(names))]
+        groups: dict[tuple[tuple[str, int], int], list[str]] = {}
+        fallback = (self._slots[0][2], self._slots[0][3]) if self._slots else self.target.nodes[0]
+        for name in names:
+            slot = key_slot(name)
+            node = slot_owner(self._slots, slot) or fallback
+            groups.setdefault((node, slot), []).append(name)
+        return [kind(tuple(group), node) for (node, _), group in groups.items()]
 
     # --- publishing ---
 
@@ -528,12 +763,12 @@ class RedisEngine:
                 self._idle.pop(channel, None)
                 if channel not in self._subscribed:
                     self._subscribed.add(channel)
-                    new.append(self.redis_channel(channel))
+                    new.append(channel)
             else:
                 self.sequencer.channel_unsubscribed(channel)
                 self._idle[channel] = None
         if new:
-            self._commands.append(Subscribe(tuple(new)))
+            self._commands.extend(self._by_node(Subscribe, new))
         if changes:
             self._notify()
         return changes
@@ -588,9 +823,9 @@ class RedisEngine:
             for resume in self._waiting.pop(channel, ()):
                 del self._resumes[resume.token]
                 self._finish(resume, None)  # the subscriber left: nothing to deliver
-            gone.append(self.redis_channel(channel))
+            gone.append(channel)
         if gone:
-            self._commands.append(Unsubscribe(tuple(gone)))
+            self._commands.extend(self._by_node(Unsubscribe, gone))
             self._notify()
 
     # --- the connection to Redis ---
@@ -604,10 +839,15 @@ class RedisEngine:
         self.engine_stats.outages += 1
         self._confirmed.clear()
 
-    def link_up(self, now: float) -> float | None:
+    def link_up(
+        self, now: float, slots: tuple[tuple[int, int, str, int], ...] = ()
+    ) -> float | None:
         """Connected (again): SUBSCRIBE every channel with local subscribers (and those still
-        lingering). Returns how long the outage lasted, None on the first connection."""
+        lingering). A cluster's driver passes the slot owners (`cluster_slots`) it connected
+        to. Returns how long the outage lasted, None on the first connection."""
         self.up = True
+        self.relink = False
+        self._slots = slots
         gap = None
         if self._down_since is not None:
             gap = max(0.0, now - self._down_since)
@@ -616,9 +856,7 @@ class RedisEngine:
         # a SUBSCRIBE queued while down went nowhere; everything is subscribed afresh
         self._commands = [c for c in self._commands if isinstance(c, ReadHistory)]
         if self._subscribed:
-            self._commands.append(
-                Subscribe(tuple(self.redis_channel(c) for c in sorted(self._subscribed)))
-            )
+            self._commands.extend(self._by_node(Subscribe, sorted(self._subscribed)))
             self._notify()
         return gap
 
@@ -646,14 +884,19 @@ class RedisEngine:
     def handle_push(self, push: object, now: float) -> PublishResult | None:
         """One reply read from the pub/sub connection (RESP2, as redis-py parses it): a channel
         message is received (its deliveries returned), a SUBSCRIBE confirmation noted; anything
-        else (PONG, UNSUBSCRIBE confirmations) is nothing to act on: None."""
+        else (PONG, UNSUBSCRIBE confirmations) is nothing to act on: None. Shard channels
+        (`smessage`, `ssubscribe`) alike; a `sunsubscribe` for a channel still wanted is Redis
+        dropping it (its slot moved to another node): `relink` is set, and the driver
+        reconnects with a fresh slot map."""
         if not isinstance(push, list) or len(push) < 3:
             return None
         kind = push[0]
-        if kind == b"message":
+        if kind in (b"message", b"smessage"):
             return self.receive(push[1], push[2], now)
-        if kind == b"subscribe":
+        if kind in (b"subscribe", b"ssubscribe"):
             self.subscribed(push[1])
+        elif kind == b"sunsubscribe" and self._local(push[1]) in self._subscribed:
+            self.relink = True
         return None
 
     def _fan_out(self, ready: list[Received], total: PublishResult) -> None:
