@@ -250,13 +250,13 @@ def test_max_connections_is_fitted_to_the_descriptor_limit(
     h.node.fit_descriptor_limit(100_000)  # room for more than asked
     assert h.node.max_connections == 1000
     with caplog.at_level("INFO", logger="gripcore"):
-        h.node.fit_descriptor_limit(200)  # 200 - 64 - 8 = 128, a quarter of it for origins
-        assert h.node.max_connections == 96
+        h.node.fit_descriptor_limit(200)  # 200 - 64 - 8 = 128, half of it for origins
+        assert h.node.max_connections == 64
         h.node.fit_descriptor_limit(10)
         assert h.node.max_connections == 1
         default = Harness(routes=(ROUTE,), max_publish_connections=8)
         default.node.fit_descriptor_limit(200)
-        assert default.node.max_connections == 96
+        assert default.node.max_connections == 64
     # lowering a value someone chose is a warning; fitting the default ceiling is not
     assert [r.levelname for r in caplog.records] == ["WARNING", "WARNING", "INFO"]
 

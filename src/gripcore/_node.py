@@ -650,12 +650,14 @@ class ProxyNode:
     def fit_descriptor_limit(self, nofile: int | None) -> None:
         """Lower `max_connections` to fit `nofile` descriptors (the soft RLIMIT_NOFILE; None:
         unlimited), so that the 503 of --max-connections engages before accepts fail with
-        EMFILE: minus DESCRIPTOR_RESERVE and the publish connections, and a quarter of the rest
-        for the origin side (a proxied request holds a second descriptor toward its origin)."""
+        EMFILE: minus DESCRIPTOR_RESERVE and the publish connections, and half of the rest for
+        the origin side: a client whose request is at the origin (or whose WebSocket goes to a
+        native origin) holds a second descriptor, so even with every client there at once the
+        publish listener can still accept."""
         if nofile is None:
             return
         budget = nofile - DESCRIPTOR_RESERVE - self.config.max_publish_connections
-        fit = max(1, budget - budget // 4)
+        fit = max(1, budget // 2)
         if fit < self.max_connections:
             # the default is only a ceiling: fitting it is news; lowering a chosen value, a warning
             chosen = self.max_connections != DEFAULT_MAX_CONNECTIONS
