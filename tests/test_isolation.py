@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import resource
 import socket
 import threading
 import time
@@ -412,12 +413,15 @@ def test_max_connections_fits_the_descriptor_limit(proxy_adapter: str) -> None:
 
 def test_out_of_descriptors_the_listener_pauses_and_logs_once(proxy_adapter: str) -> None:
     """Each proxied request holds a descriptor toward its origin as well (this origin accepts
-    and never answers): past what the reserve covers, accepts fail with EMFILE."""
+    and never answers). --max-connections is fitted at start so that this cannot exhaust the
+    descriptors; here the limit is lowered under the running process (as `prlimit` by an
+    operator would), so accepts fail with EMFILE and the listener must back off."""
     black_hole = socket.create_server(("127.0.0.1", 0), backlog=1024)
     serve = _Serve(proxy_adapter, "--route", f"* 127.0.0.1:{black_hole.getsockname()[1]}")
+    resource.prlimit(serve.proc.pid, resource.RLIMIT_NOFILE, (120, 120))  # fitted for 200
     clients: list[RawClient] = []
     try:
-        for _ in range(100):  # 96 held at the origin (with as many origin sockets), 4 get 503
+        for _ in range(100):  # 64 held at the origin (with as many origin sockets), 36 get 503
             client = RawClient(serve.port)
             client.get("/")
             clients.append(client)
