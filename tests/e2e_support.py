@@ -349,6 +349,7 @@ class WsClient:
         path: str,
         host: str = "example.com",
         extra_headers: list[tuple[bytes, bytes]] | None = None,
+        extensions: list[Any] | None = None,
     ) -> None:
         from wsproto import WSConnection
         from wsproto.connection import ConnectionType
@@ -356,9 +357,10 @@ class WsClient:
 
         self.raw = RawClient(port)
         self.ws = WSConnection(ConnectionType.CLIENT)
-        self.raw.send(
-            self.ws.send(Request(host=host, target=path, extra_headers=extra_headers or []))
+        request = Request(
+            host=host, target=path, extra_headers=extra_headers or [], extensions=extensions or []
         )
+        self.raw.send(self.ws.send(request))
         self.events: list[Any] = []
         self.handshake: Any = None
         self.closed: Any = None

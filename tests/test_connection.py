@@ -18,6 +18,7 @@ from wsproto.events import (
     Pong,
     TextMessage,
 )
+from wsproto.extensions import PerMessageDeflate
 from wsproto.utilities import generate_accept_token
 
 from gripcore._connection import (
@@ -30,6 +31,7 @@ from gripcore._items import parse_publish_body
 from gripcore._node import ConnectOriginWebSocket, DiscardBody, NextChunk, OriginRequest
 from gripcore._originhttp import OriginError
 from gripcore._sig import SigningKey, mint_sig
+from gripcore._wsdeflate import RESPONSE
 from gripcore._wsevents import Close, Open, Text, encode_events
 from gripcore._wsproxy import CloseOrigin, SendToOrigin
 
@@ -1463,6 +1465,44 @@ def test_gateway_posts_spawned_before_shutdown_do_not_run() -> None:
     assert isinstance(close, CloseConnection) and close.code == 1001
     assert h.run(io) == 1
     assert len(h.origin.requests) == 1
+
+
+@pytest.mark.parametrize("allow", [True, False])
+def test_websocket_compression_is_negotiated_when_allowed(allow: bool) -> None:
+    h = over_http(allow_compression=allow)
+    conn, io = h.connect()
+    subscribe = Text(b'c:{"type": "subscribe", "channel": "room"}')
+    h.origin.queue(
+        reply(
+            200, encode_events([Open(), subscribe]), [WOH, (b"Sec-WebSocket-Extensions", b"grip")]
+        )
+    )
+    offer = (
+        b"Sec-WebSocket-Extensions",
+        b"x-webkit-thing, permessage-deflate; client_max_window_bits",
+    )
+    upgrade = ws_upgrade().replace(b"\r\n\r\n", b"\r\n%s: %s\r\n\r\n" % offer)
+    out = h.request(conn, io, upgrade)
+    head = out.partition(b"\r\n\r\n")[0]
+    answer = b"Sec-WebSocket-Extensions: " + RESPONSE.encode()
+    assert (answer in head) is allow and head.count(b"Sec-WebSocket-Extensions") == int(allow)
+    text = "published, " * 20
+    h.publish({"channel": "room", "formats": {"ws-message": {"content": text}}})
+    h.flush_all()
+    frame = io.take()
+    assert bool(frame[0] & 0x40) is allow  # RSV1: compressed, and smaller
+    assert (len(frame) < len(text)) is allow
+    extension = PerMessageDeflate()
+    if allow:
+        extension.finalize(RESPONSE)
+    client = WsConnection(ConnectionType.CLIENT, extensions=[extension] if allow else None)
+    [msg] = client_events(client, frame)
+    assert isinstance(msg, TextMessage) and msg.data == text
+    # the client's compressed messages reach the origin inflated
+    h.origin.queue(reply(200, b"", [WOH]))
+    conn.receive_data(client.send(TextMessage(data="hello " * 30)))
+    h.run(io)
+    assert h.origin.requests[-1].body == encode_events([Text(b"hello " * 30)])
 
 
 def test_gateway_published_message_and_keep_alive_timer() -> None:

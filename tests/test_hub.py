@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -93,6 +95,54 @@ def test_stream_fanout_encodes_once_per_framing() -> None:
     assert event.body == b"data: hi\n\n" and event.format.code == 200
     assert not poll.channels  # a long-poll leaves every channel once answered
     assert set(result.woken) == {chunked, raw, ws, poll}
+
+
+def _inflate(frame: bytes) -> tuple[int, bytes]:
+    """(first byte, payload) of one short server frame, inflated when RSV1 says so."""
+    assert frame[1] < 126
+    payload = frame[2:]
+    if frame[0] & 0x40:
+        payload = zlib.decompressobj(-15).decompress(payload + b"\x00\x00\xff\xff")
+    return frame[0], payload
+
+
+def test_deflate_websockets_get_one_compressed_frame() -> None:
+    hub = Hub()
+    plain, zipped, filtered = (Subscriber(Transport.WEBSOCKET) for _ in range(3))
+    hub.set_framing(zipped, Framing.WEBSOCKET_DEFLATE)
+    hub.set_framing(filtered, Framing.WEBSOCKET_DEFLATE)
+    hub.subscribe(plain, "c")
+    hub.subscribe(zipped, "c")
+    hub.subscribe(filtered, "c", filters=("skip-self",))  # the slow path
+    text = b"the same words, the same words, the same words"
+    result = hub.publish(Item(channel="c", ws_message=WsMessageFormat(content=text)))
+    assert result.delivered == 3
+    assert plain.take_output() == b"\x81" + bytes([len(text)]) + text
+    compressed = zipped.take_output()
+    assert compressed == filtered.take_output()  # the same bytes, whatever the path
+    assert _inflate(compressed) == (0xC1, text) and len(compressed) < len(text)
+    # control frames are never compressed (RFC 7692 section 6.1)
+    hub.publish(Item(channel="c", ws_message=WsMessageFormat(type="ping", content=b"p")))
+    assert zipped.take_output() == b"\x89\x01p"
+    # a close action reaches them too
+    hub.publish(Item(channel="c", ws_message=WsMessageFormat(action="close")))
+    assert any(zipped.take_events())
+
+
+def test_set_framing_refiles_and_refuses_a_framing_of_another_transport() -> None:
+    hub = Hub()
+    sub = Subscriber(Transport.WEBSOCKET)
+    hub.subscribe(sub, "c")
+    hub.set_framing(sub, Framing.WEBSOCKET_DEFLATE)
+    hub.publish(Item(channel="c", ws_message=WsMessageFormat(content=b"x" * 50)))
+    assert sub.take_output()[0] == 0xC1
+    hub.set_framing(sub, Framing.WEBSOCKET)
+    hub.publish(Item(channel="c", ws_message=WsMessageFormat(content=b"y")))
+    assert sub.take_output() == b"\x81\x01y"
+    with pytest.raises(LocalProtocolError, match="does not fit"):
+        hub.set_framing(sub, Framing.CHUNKED)
+    with pytest.raises(LocalProtocolError, match="does not fit"):
+        Subscriber(Transport.STREAM, framing=Framing.WEBSOCKET_DEFLATE)
 
 
 def test_woken_only_when_going_from_idle_to_pending() -> None:

@@ -24,6 +24,7 @@ from gripcore._wsdeflate import (
     ServerDeflate,
     deflate_frame,
     deflate_message,
+    negotiate,
     parse_deflate_offer,
 )
 
@@ -164,3 +165,20 @@ def test_control_frames_pass_uncompressed() -> None:
     server.receive_data(client.send(Ping(payload=b"still there?")))
     [ping] = list(server.events())
     assert isinstance(ping, Ping) and ping.payload == b"still there?"
+
+
+def test_negotiate_takes_the_first_offer_it_can_honour() -> None:
+    headers = [
+        (b"Host", b"x"),
+        (
+            b"Sec-WebSocket-Extensions",
+            b"x-other; a=1, permessage-deflate; server_max_window_bits=10",
+        ),
+        (b"sec-websocket-extensions", b"permessage-deflate; client_max_window_bits"),
+    ]
+    negotiated = negotiate(headers, 1000)
+    assert negotiated is not None
+    extension, answer = negotiated
+    assert answer == RESPONSE.encode() and extension.enabled() and extension.max_message == 1000
+    assert negotiate(headers[:2], 1000) is None  # only an offer it cannot honour
+    assert negotiate([(b"Host", b"x")], 1000) is None

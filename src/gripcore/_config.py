@@ -712,11 +712,20 @@ OPTIONS: Final[tuple[Option, ...]] = (
         _check_bool,
     ),
     Option(
+        "allow_compression",
+        "allow-compression",
+        "",
+        "offer permessage-deflate to WebSocket clients (RFC 7692): each published message is "
+        "compressed once for all of them",
+        _parse_bool,
+        _check_bool,
+    ),
+    Option(
         "engine",
         "engine",
         "ENGINE",
-        "where publishes meet subscriptions: memory, redis://HOST[:PORT][/DB], "
-        "redis+sentinel://HOST:PORT[,...]/MASTER[/DB] or redis+cluster://HOST:PORT[,...]",
+        "memory, redis://HOST[:PORT][/DB], redis+sentinel://H:P[,...]/MASTER[/DB], "
+        "redis+cluster://H:P[,...]",
         _same,
         _check_engine,
     ),
@@ -880,6 +889,7 @@ class Config:
     allow_link_host: tuple[str, ...] = ()
     log_level: str = "info"
     debug: bool = False
+    allow_compression: bool = False
     engine: str = "memory"
     history: int = 0
     engine_linger: float = DEFAULT_ENGINE_LINGER

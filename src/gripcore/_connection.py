@@ -74,6 +74,7 @@ from ._proxy import (
 from ._routes import Route, Target
 from ._speedups import encode_ws_frame
 from ._timeouts import ReadDeadlines, ReadPhase
+from ._wsdeflate import negotiate
 from ._wsgateway import OriginPost, WebSocketGateway
 from ._wsgrip import (
     AcceptClient,
@@ -1206,13 +1207,26 @@ class ProxyConnection:
             (b"Sec-WebSocket-Accept", generate_accept_token(key)),
             *extra,
         ]
+        deflate = None
+        if self.config.allow_compression and not any(
+            n.lower() == b"sec-websocket-extensions" for n, _ in extra
+        ):
+            deflate = negotiate(request.headers, MAX_CLIENT_MESSAGE)
+        if deflate is not None:
+            headers.append((b"Sec-WebSocket-Extensions", deflate[1]))
         self._send(
             h11.InformationalResponse(
                 status_code=101, headers=headers, reason=b"Switching Protocols"
             )
         )
         trailing, _ = self.h11.trailing_data
-        self.ws = WsConnection(ConnectionType.SERVER)
+        if deflate is None:
+            self.ws = WsConnection(ConnectionType.SERVER)
+        else:
+            self.ws = WsConnection(ConnectionType.SERVER, extensions=[deflate[0]])
+            assert self.subscriber is not None  # every WebSocket session has one
+            # published messages reach it compressed, once for all such subscribers
+            self.node.broker.hub.set_framing(self.subscriber, Framing.WEBSOCKET_DEFLATE)
         self._log(request, "ws")
         if trailing:
             self._ws_received(trailing)

@@ -54,6 +54,7 @@ from ._filters import (
 )
 from ._items import HttpResponseFormat, HttpStreamFormat, Item, WsMessageFormat
 from ._speedups import encode_chunk, encode_ws_frame, fanout
+from ._wsdeflate import deflate_frame
 
 __all__ = [
     "DEFAULT_MAX_CHANNELS_PER_SUBSCRIBER",
@@ -118,6 +119,7 @@ class Framing(enum.IntEnum):
     CHUNKED = 1  # HTTP/1.1 stream: each item is one chunk
     WEBSOCKET = 2  # one WebSocket frame per message
     NONE = 3  # response holds: the session builds a whole response
+    WEBSOCKET_DEFLATE = 4  # a WebSocket with permessage-deflate: one compressed frame per message
 
 
 _DEFAULT_FRAMING = {
@@ -319,7 +321,10 @@ def split_ws_messages(data: bytes | bytearray) -> list[tuple[int, bytes]]:
 _MESSAGE_END: Final[dict[Framing | None, Callable[[bytearray, int], int | None]]] = {
     Framing.CHUNKED: _chunk_end,
     Framing.WEBSOCKET: _ws_message_end,
+    Framing.WEBSOCKET_DEFLATE: _ws_message_end,
 }
+
+_WEBSOCKET_FRAMINGS: Final = (Framing.WEBSOCKET, Framing.WEBSOCKET_DEFLATE)
 
 
 # --- subscribers --------------------------------------------------------------------------
@@ -365,7 +370,7 @@ class Subscriber:
             self.framing is Framing.NONE
             if self.transport is Transport.RESPONSE
             else self.framing is not Framing.NONE
-            and (self.framing is Framing.WEBSOCKET) == (self.transport is Transport.WEBSOCKET)
+            and (self.framing in _WEBSOCKET_FRAMINGS) == (self.transport is Transport.WEBSOCKET)
         )
         if not valid:
             raise LocalProtocolError(f"framing {self.framing.name} does not fit {self.transport}")
@@ -430,7 +435,8 @@ class _Members:
     __slots__ = ("fast", "slow")
 
     def __init__(self) -> None:
-        self.fast: tuple[dict[Hashable, bytearray], ...] = ({}, {}, {})
+        # indexed by Framing (NONE's place stays empty: response holds are never fast)
+        self.fast: tuple[dict[Hashable, bytearray], ...] = ({}, {}, {}, {}, {})
         self.slow: dict[Subscriber, Subscription] = {}
 
     def __len__(self) -> int:
@@ -566,6 +572,14 @@ class Hub:
                 break
         return result
 
+    def set_framing(self, sub: Subscriber, framing: Framing) -> None:
+        """Change how `sub`'s deliveries are framed (a WebSocket that negotiated compression
+        once its handshake is answered), filing it again under its channels."""
+        if (framing in _WEBSOCKET_FRAMINGS) != (sub.framing in _WEBSOCKET_FRAMINGS):
+            raise LocalProtocolError(f"framing {framing.name} does not fit {sub.transport}")
+        sub.framing = framing
+        self._regroup(sub)
+
     def _regroup(self, sub: Subscriber) -> None:
         """File `sub` again under fast or slow members after its queue mode changed."""
         for channel, subscription in sub.channels.items():
@@ -638,7 +652,7 @@ class Hub:
         return result
 
     def _publish_fast(self, item: Item, members: _Members, result: PublishResult) -> None:
-        raw, chunked, ws = members.fast
+        raw, chunked, ws, _, deflated = members.fast
         overflowed: list[Hashable] = []
         limit = self.max_output_buffer
         stream = item.http_stream
@@ -661,15 +675,21 @@ class Hub:
                 for sub in [*raw, *chunked]:
                     self._action(sub, item.channel, stream, result)  # type: ignore[arg-type]
         message = item.ws_message
-        if message is not None and ws:
+        if message is not None and (ws or deflated):
             if message.action == "send":
                 if not message.content_filters:
-                    frame = encode_ws_frame(WS_OPCODES[message.type], message.content)
-                    result.delivered += fanout(ws, frame, result.woken, overflowed, limit)
-                    if overflowed:
-                        self._overflowed(overflowed, item.channel, message.content, frame, result)
+                    opcode = WS_OPCODES[message.type]
+                    for targets, encode in ((ws, encode_ws_frame), (deflated, deflate_frame)):
+                        if not targets:
+                            continue
+                        frame = encode(opcode, message.content)  # once for every subscriber
+                        result.delivered += fanout(targets, frame, result.woken, overflowed, limit)
+                        if overflowed:
+                            self._overflowed(
+                                overflowed, item.channel, message.content, frame, result
+                            )
             else:
-                for sub in list(ws):
+                for sub in [*ws, *deflated]:
                     self._action(sub, item.channel, message, result)  # type: ignore[arg-type]
 
     def _overflowed(
@@ -825,6 +845,9 @@ class Hub:
         if sub.framing is Framing.WEBSOCKET:
             assert isinstance(fmt, WsMessageFormat)
             payload = encode_ws_frame(WS_OPCODES[fmt.type], content)
+        elif sub.framing is Framing.WEBSOCKET_DEFLATE:
+            assert isinstance(fmt, WsMessageFormat)
+            payload = deflate_frame(WS_OPCODES[fmt.type], content)
         elif sub.framing is Framing.CHUNKED:
             payload = encode_chunk(content)
         else:

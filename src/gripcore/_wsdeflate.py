@@ -25,12 +25,13 @@ extension with this parsing and the bound. No I/O.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from typing import Final
 
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode, RsvBits
 
-from ._speedups import ws_frame_header
+from ._speedups import encode_ws_frame, ws_frame_header
 
 __all__ = [
     "DEFLATE_LEVEL",
@@ -38,6 +39,7 @@ __all__ = [
     "ServerDeflate",
     "deflate_frame",
     "deflate_message",
+    "negotiate",
     "parse_deflate_offer",
 ]
 
@@ -99,7 +101,11 @@ def deflate_message(payload: bytes) -> bytes:
 
 def deflate_frame(opcode: int, payload: bytes) -> bytes:
     """One final, unmasked frame carrying `payload` compressed (RSV1 set, section 6): the frame
-    the hub fans out to every subscriber that negotiated permessage-deflate."""
+    the hub fans out to every subscriber that negotiated permessage-deflate. Control frames
+    (ping, pong, close) go uncompressed: RFC 7692 section 6.1 applies the extension to data
+    messages only."""
+    if opcode >= 0x8:
+        return encode_ws_frame(opcode, payload)
     data = deflate_message(payload)
     header = bytearray(ws_frame_header(opcode, len(data)))
     header[0] |= 0x40  # RSV1: "Per-Message Compressed"
@@ -154,3 +160,22 @@ class ServerDeflate(PerMessageDeflate):
         if self._inbound_size > self.max_message or self._decompressor.unconsumed_tail:
             return CloseReason.MESSAGE_TOO_BIG
         return out
+
+
+def negotiate(
+    headers: Sequence[tuple[bytes, bytes]], max_message: int
+) -> tuple[ServerDeflate, bytes] | None:
+    """The first `permessage-deflate` offer of a client's handshake (its
+    `Sec-WebSocket-Extensions` headers, in order) that can be honoured: the extension for the
+    connection's wsproto, and the value of the `Sec-WebSocket-Extensions` answer. None when the
+    client offered none that can be."""
+    for name, value in headers:
+        if name.lower() != b"sec-websocket-extensions":
+            continue
+        for offer in value.decode("latin-1").split(","):
+            if offer.split(";", 1)[0].strip().lower() != "permessage-deflate":
+                continue
+            extension = ServerDeflate(max_message)
+            if extension.accept(offer) is not None:
+                return extension, RESPONSE.encode("ascii")
+    return None
