@@ -895,15 +895,19 @@ class ProxyConnection:
             events = sub.take_events()
             route = self._route.id if self._route is not None else "starter"
             if any(isinstance(e, BufferOverflow) for e in events):
-                self.node.slow_consumers.inc()
+                self.node.slow_consumers.inc(labels=(route,))
                 log.warning(
-                    "closing slow consumer %s on route %s (output buffer full)", self.peer, route
+                    "closing slow consumer: connection %d (%s) on route %s (output buffer full)",
+                    self.id,
+                    self.peer,
+                    route,
                 )
             dropped = sum(e.count for e in events if isinstance(e, MessagesDropped))
             if dropped:
                 log.info(
-                    "dropped %d oldest messages for slow consumer %s on route %s",
+                    "dropped %d oldest messages for slow consumer: connection %d (%s) on route %s",
                     dropped,
+                    self.id,
                     self.peer,
                     route,
                 )

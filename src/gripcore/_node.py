@@ -424,7 +424,10 @@ class ProxyNode:
             ("socket",),
         )
         self.slow_consumers = m.counter(
-            "slow_consumer_closes_total", "Connections closed because their output buffer was full."
+            "slow_consumer_closes_total",
+            "Connections closed because their output buffer was full, by route (the log line "
+            "names each connection).",
+            ("route",),
         )
         self.connection_errors = m.counter(
             "connection_errors_total",
