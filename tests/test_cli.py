@@ -254,6 +254,45 @@ def test_serve_adds_a_log_handler_when_there_is_none(
     assert gripcore_logger.level == logging.WARNING
 
 
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_serve_log_format_and_worker_tag(
+    capsys: pytest.CaptureFixture[str],
+    adapter: FakeAdapter,
+    monkeypatch: pytest.MonkeyPatch,
+    gripcore_logger: logging.Logger,
+    log_format: str,
+) -> None:
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    argv = ["serve", "--adapter", "gevent", "--log-format", log_format, "--sig-key", "none"]
+    assert _run(capsys, argv)[0] == 0
+    [handler] = root.handlers
+    record = logging.LogRecord("gripcore.x", logging.ERROR, __file__, 1, "hello %s", ("you",), None)
+    for worker, tag in ((None, ""), (3, " [worker 3]")):
+        monkeypatch.setattr(_cli.WORKER_TAG, "worker", worker)
+        assert handler.filter(record)
+        line = handler.format(record)
+        if log_format == "text":
+            assert line.endswith(f"ERROR gripcore.x{tag}: hello you")
+        else:
+            doc = json.loads(line)
+            assert doc["level"] == "error" and doc["logger"] == "gripcore.x"
+            assert doc["message"] == "hello you" and doc["time"].endswith("Z")
+            assert doc.get("worker") == worker
+    _cli.set_log_worker(None)
+
+
+def test_json_log_lines_carry_the_traceback() -> None:
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.LogRecord(
+            "gripcore", logging.ERROR, __file__, 1, "failed", (), sys.exc_info()
+        )
+    doc = json.loads(_cli.JsonLogFormatter().format(record))
+    assert "ValueError: boom" in doc["exception"] and "worker" not in doc
+
+
 def test_serve_print_config_hides_keys(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["serve", "--print-config", "--sig-key", "topsecret", "--publish-listen", "[::1]:9"]
     code, out, _ = _run(capsys, argv)

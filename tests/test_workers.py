@@ -193,6 +193,20 @@ def test_sigterm_ends_every_worker_cleanly(
     wait_gone(pids)
 
 
+def test_json_log_lines_name_their_worker() -> None:
+    """--log-format json with --workers: every line is one JSON object, and each worker's lines
+    say which worker wrote them."""
+    with serve_two_workers("--log-format", "json") as (proc, port, publish_port):
+        clients = spread_clients(port, publish_port)
+        proc.send_signal(signal.SIGTERM)
+        for client in clients:
+            client.read_to_close()
+        _, stderr = proc.communicate(timeout=10)
+    lines = [json.loads(line) for line in stderr.splitlines() if line.strip()]
+    assert lines and all({"time", "level", "logger", "message"} <= set(doc) for doc in lines)
+    assert {doc.get("worker") for doc in lines} >= {0, 1}
+
+
 def test_sighup_reloads_routes_in_every_worker(tmp_path: Path) -> None:
     first = hold_origin()
     second = Origin(

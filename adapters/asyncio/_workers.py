@@ -48,6 +48,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
+from gripcore._cli import set_log_worker
 from gripcore._errors import ProtocolError
 from gripcore._relay import RelayDecoder, relay_frame_limit
 
@@ -267,6 +268,7 @@ def run_workers(config: Config, run_worker: Callable[[Worker], int]) -> int:
         if pid == 0:  # the worker
             status = 1
             try:
+                set_log_worker(index)
                 os.close(lifeline_w)
                 keep = {*mine, *worker.relay_out}
                 keep.update(s for s in (worker.publish, worker.relay_in) if s is not None)

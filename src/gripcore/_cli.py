@@ -92,7 +92,7 @@ _JWT_LIFETIME: Final = timedelta(hours=1)
 _ZMQ_SCHEMES: Final = ("tcp://", "ipc://")
 _SSE_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 _LINE_BREAK = re.compile(r"[\r\n]")
-_LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s%(worker_tag)s: %(message)s"
 
 _PROG: Final = "gripcore"
 _EPILOG: Final = (
@@ -311,13 +311,60 @@ def _read_config_file_os(path: str) -> str:
         raise OSError(0, str(exc)) from None
 
 
+class _WorkerTag(logging.Filter):
+    """Adds `worker` (the --workers index, or None in a single process) and `worker_tag`
+    (` [worker N]` or nothing) to every record, so each line says which process wrote it."""
+
+    worker: int | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker = self.worker
+        record.worker_tag = "" if self.worker is None else f" [worker {self.worker}]"
+        return True
+
+
+WORKER_TAG = _WorkerTag()
+
+
+def set_log_worker(index: int | None) -> None:
+    """Name this process's worker in its log lines (the --workers supervisor calls it in each
+    worker after the fork)."""
+    WORKER_TAG.worker = index
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC, ISO 8601), level, logger, message, worker, and the
+    exception's traceback when there is one. What log shippers (Loki, Elasticsearch, Cloud
+    Logging) parse without a pattern."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+        line: dict[str, object] = {
+            "time": stamp.replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        worker = getattr(record, "worker", None)
+        if worker is not None:
+            line["worker"] = worker
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False)
+
+
 def _configure_logging(config: Config) -> None:
-    """Log to standard error at the configured level (the core and adapters only log)."""
+    """Log to standard error at the configured level and format (the core and adapters only
+    log)."""
     root = logging.getLogger()
     if not root.handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter(_LOG_FORMAT))
         root.addHandler(handler)
+        handler.addFilter(WORKER_TAG)
+        if config.log_format == "json":
+            handler.setFormatter(JsonLogFormatter())
+        else:
+            handler.setFormatter(logging.Formatter(_LOG_FORMAT))
     logging.getLogger("gripcore").setLevel(config.log_level.upper())
 
 

@@ -61,6 +61,7 @@ __all__ = [
     "DEFAULT_SHUTDOWN_GRACE",
     "DEFAULT_SIG_KEY",
     "ENV_PREFIX",
+    "LOG_FORMATS",
     "LOG_LEVELS",
     "OPTIONS",
     "SLOW_CONSUMER_POLICIES",
@@ -124,6 +125,7 @@ DEFAULT_SIG_KEY: Final = "changeme"
 SIG_KEY_OFF: Final = "none"
 
 LOG_LEVELS: Final = ("error", "warning", "info", "debug")
+LOG_FORMATS: Final = ("text", "json")
 ADAPTERS: Final = ("asyncio", "gevent")
 SLOW_CONSUMER_POLICIES: Final = ("close", "drop-oldest")
 
@@ -704,6 +706,14 @@ OPTIONS: Final[tuple[Option, ...]] = (
         _check_choice(LOG_LEVELS),
     ),
     Option(
+        "log_format",
+        "log-format",
+        "FORMAT",
+        "text (one line per record) or json (one JSON object per line, for log shippers)",
+        _parse_lower,
+        _check_choice(LOG_FORMATS),
+    ),
+    Option(
         "debug",
         "debug",
         "",
@@ -888,6 +898,7 @@ class Config:
     publish_iss: str | None = None
     allow_link_host: tuple[str, ...] = ()
     log_level: str = "info"
+    log_format: str = "text"
     debug: bool = False
     allow_compression: bool = False
     engine: str = "memory"
