@@ -9,6 +9,7 @@ import logging
 import os
 import resource
 import socket
+import ssl
 import time
 from collections.abc import Callable
 
@@ -21,6 +22,7 @@ __all__ = [
     "file_stamp",
     "read_file",
     "sd_notify",
+    "server_tls_context",
     "system_node",
     "systemd_notifier",
 ]
@@ -80,3 +82,15 @@ def sd_notify(notifier: Notifier | None, message: bytes) -> None:
             sock.sendto(message, notifier.address)
     except OSError as exc:
         log.warning("cannot notify systemd at %r: %s", notifier.address, exc)
+
+
+def server_tls_context(config: Config) -> ssl.SSLContext:
+    """The TLS context of the client listeners (--tls-cert, --tls-key): TLS 1.2 at least,
+    ALPN offering http/1.1. Read anew on each call, so SIGHUP can swap a renewed certificate
+    in for new connections. Raises OSError (a file that cannot be read) or ssl.SSLError."""
+    assert config.tls_cert is not None and config.tls_key is not None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(["http/1.1"])
+    context.load_cert_chain(config.tls_cert, config.tls_key)
+    return context

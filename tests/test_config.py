@@ -30,6 +30,9 @@ from .hypothesis_support import examples
 
 DEFAULTS: list[tuple[str, object]] = [
     ("listen", (("0.0.0.0", 7999),)),
+    ("tls_listen", ()),
+    ("tls_cert", None),
+    ("tls_key", None),
     ("publish_listen", ("127.0.0.1", 5561)),
     ("routes_file", None),
     ("routes", ()),
@@ -268,6 +271,9 @@ BAD_VALUES: list[tuple[str, str, str]] = [
     ("trusted_proxy", "10.0.0.0/33", "'10.0.0.0/33' is not an IP address or network"),
     ("log_level", "verbose", "must be one of error, warning, info, debug; got 'verbose'"),
     ("log_format", "xml", "must be one of text, json; got 'xml'"),
+    ("tls_listen", "host:", "port '' is not a number from 0 to 65535"),
+    ("tls_cert", "a\nb", "must not contain control characters"),
+    ("tls_key", "a\nb", "must not contain control characters"),
     ("log_level", "4", "must be one of error, warning, info, debug; got '4'"),
     ("debug", "maybe", "must be true or false (or 1/0, yes/no, on/off), got 'maybe'"),
     ("allow_compression", "sometimes", "must be true or false"),
@@ -860,3 +866,17 @@ def test_allow_link_host_values(value: object, message: str) -> None:
     assert Config(allow_link_host=("feeds.example:8443",)).allow_link_host == (
         "feeds.example:8443",
     )
+
+
+def test_tls_listeners_need_a_certificate_and_their_own_address() -> None:
+    with pytest.raises(ConfigError, match="needs --tls-cert and --tls-key"):
+        load_config({"tls_listen": ["8443"], "tls_cert": "c.pem"}, {})
+    with pytest.raises(ConfigError, match="7999 is also a plain listener"):
+        load_config({"tls_listen": ["7999"], "tls_cert": "c.pem", "tls_key": "k.pem"}, {})
+    config = load_config(
+        {}, {}, 'tls-listen = ["8443"]\ntls-cert = "c.pem"\ntls-key = "/k.pem"\n', "/etc/g/g.toml"
+    )
+    assert config.tls_listen == (("0.0.0.0", 8443),)
+    assert (config.tls_cert, config.tls_key) == ("/etc/g/c.pem", "/k.pem")
+    assert 'tls-listen = ["0.0.0.0:8443"]' in dump_config(config)
+    assert load_config({}, {}, dump_config(config), "/x/g.toml") == config

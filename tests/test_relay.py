@@ -174,3 +174,14 @@ def test_only_the_asyncio_adapter_runs_workers(
     adapter: str, workers: int, problem: str | None
 ) -> None:
     assert unsupported_options(Config(adapter=adapter, workers=workers)) == problem
+
+
+def test_tls_listeners_are_refused_where_not_served() -> None:
+    tls = {"tls_listen": (("127.0.0.1", 8443),), "tls_cert": "c.pem", "tls_key": "k.pem"}
+    assert unsupported_options(Config(adapter="gevent", **tls)) == (  # type: ignore[arg-type]
+        "--tls-listen: only the asyncio adapter serves TLS so far"
+    )
+    assert unsupported_options(Config(workers=2, **tls)) == (  # type: ignore[arg-type]
+        "--tls-listen: not available with --workers above 1 yet"
+    )
+    assert unsupported_options(Config(**tls)) is None  # type: ignore[arg-type]

@@ -19,14 +19,8 @@ from wsproto.events import (
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import Opcode
 
-from gripcore._wsdeflate import (
-    RESPONSE,
-    ServerDeflate,
-    deflate_frame,
-    deflate_message,
-    negotiate,
-    parse_deflate_offer,
-)
+from gripcore._wsdeflate import RESPONSE, deflate_frame, deflate_message, parse_deflate_offer
+from gripcore._wsdeflate_server import ServerDeflate, negotiate
 
 
 @pytest.mark.parametrize(

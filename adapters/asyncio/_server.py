@@ -55,7 +55,7 @@ from gripcore._originhttp import OriginError
 from gripcore._routes import Target
 from gripcore._systemd import READY, STOPPING, WATCHDOG, Notifier
 
-from .._system import file_stamp, sd_notify, system_node, systemd_notifier
+from .._system import file_stamp, sd_notify, server_tls_context, system_node, systemd_notifier
 from ._origin import OriginClient
 from ._redis import RedisDriver
 from ._scheduling import LoopScheduling
@@ -77,6 +77,8 @@ EXIT_ENGINE_UNAVAILABLE = 3
 
 # Connections accepted per readiness event of a listener before the loop runs other work.
 ACCEPT_BATCH = 64
+# A TLS client has this long to finish its handshake (nginx: client_header_timeout covers it).
+TLS_HANDSHAKE_TIMEOUT = 10.0
 
 # How often the routes file is checked for changes (Pushpin watches it with a 1 s debounce).
 ROUTES_POLL_INTERVAL = 1.0
@@ -110,6 +112,8 @@ class Server(NodeServer, LoopScheduling):
         self._broker_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.listen_addresses: list[tuple[str, int]] = []
+        self.tls_addresses: list[tuple[str, int]] = []
+        self.tls_context: ssl_module.SSLContext | None = None  # --tls-listen; swapped on SIGHUP
         self.publish_address: tuple[str, int] | None = None
 
     # --- setup and shutdown ---
@@ -123,6 +127,19 @@ class Server(NodeServer, LoopScheduling):
             if current != last:
                 last = current
                 self.reload_routes()
+
+    def reload(self) -> None:
+        """SIGHUP: the routes, and the TLS certificate and key for new connections (held ones
+        keep theirs); a certificate that does not load leaves the current one in place."""
+        self.reload_routes()
+        if self.tls_context is None:
+            return
+        try:
+            self.tls_context = server_tls_context(self.config)
+        except (OSError, ssl_module.SSLError) as exc:
+            log.error("TLS certificate not reloaded, keeping the current one: %s", exc)
+            return
+        log.info("TLS certificate reloaded")
 
     async def start(self, worker: Worker | None = None) -> None:
         """Listen (on `worker`'s sockets when one of several worker processes, see _workers:
@@ -152,6 +169,16 @@ class Server(NodeServer, LoopScheduling):
             self.listen_addresses.append(socks[0].getsockname()[:2])
             for sock in socks:
                 self._servers.append(Acceptor(self, sock, "client", lambda: ClientProtocol(self)))
+        if self.config.tls_listen:
+            self.tls_context = server_tls_context(self.config)
+            for host, port in self.config.tls_listen:
+                for group in _bind(host, port, 1, CLIENT_BACKLOG, share=False):
+                    for sock in group:
+                        self.tls_addresses.append(sock.getsockname()[:2])
+                        acceptor = Acceptor(
+                            self, sock, "tls", lambda: ClientProtocol(self, tls=True), tls=True
+                        )
+                        self._servers.append(acceptor)
         for sock in publish:
             self._servers.append(Acceptor(self, sock, "publish", lambda: PublishProtocol(self)))
         if publish:
@@ -285,8 +312,11 @@ class Acceptor:
         sock: socket.socket,
         name: str,
         factory: Callable[[], asyncio.Protocol],
+        *,
+        tls: bool = False,
     ) -> None:
         self.server = server
+        self.tls = tls
         self.sock = sock
         self.name = name
         self.factory = factory
@@ -315,7 +345,15 @@ class Acceptor:
 
     async def _connect(self, conn: socket.socket) -> None:
         try:
-            await self.loop.connect_accepted_socket(self.factory, conn)
+            if self.tls:  # the context of the moment: SIGHUP swaps in a renewed certificate
+                await self.loop.connect_accepted_socket(
+                    self.factory,
+                    conn,
+                    ssl=self.server.tls_context,
+                    ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+                )
+            else:
+                await self.loop.connect_accepted_socket(self.factory, conn)
         except OSError:  # gone before it was set up
             conn.close()
 
@@ -348,8 +386,9 @@ def _client_ssl(target: Target) -> ssl_module.SSLContext | None:
 class ClientProtocol(asyncio.Protocol):
     """One client socket, driving a core `ProxyConnection` (its `ConnectionIO`)."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, *, tls: bool = False) -> None:
         self.server = server
+        self.tls = tls
         self.transport: asyncio.Transport | None = None
         self.conn: ProxyConnection | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -363,6 +402,7 @@ class ClientProtocol(asyncio.Protocol):
         self.write = transport.write  # type: ignore[method-assign]
         peer = transport.get_extra_info("peername")
         conn = ProxyConnection(self.server.node, self, peer[0] if peer else "")
+        conn.tls = self.tls
         if conn.connection_made():
             self.conn = conn
 
@@ -576,6 +616,9 @@ async def _ping_watchdog(notifier: Notifier, interval: float) -> None:
 
 def _announce(server: Server) -> None:
     assert server.publish_address is not None
+    for host, port in server.tls_addresses:
+        shown = f"[{host}]" if ":" in host else host
+        log.info("TLS client listener on https://%s:%d", shown, port)
     banner = server.node.announce(server.listen_addresses, server.publish_address)
     if banner is not None:
         print(banner, flush=True)
@@ -613,7 +656,7 @@ async def _main(
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, server.reload_routes)
+    loop.add_signal_handler(signal.SIGHUP, server.reload)
     if worker is not None:
         worker.watch(stop)
     await stop.wait()

@@ -303,6 +303,12 @@ def _check_address(value: object) -> tuple[str, int]:
     return _check_host(value[0]), _check_port(value[1])
 
 
+def _check_optional_addresses(value: object) -> tuple[tuple[str, int], ...]:
+    if isinstance(value, tuple | list) and not value:
+        return ()
+    return _check_addresses(value)
+
+
 def _check_addresses(value: object) -> tuple[tuple[str, int], ...]:
     if not isinstance(value, tuple | list):
         raise _Invalid(f"must be a list of (host, port) pairs, got {_kind(value)}")
@@ -624,6 +630,31 @@ OPTIONS: Final[tuple[Option, ...]] = (
         repeatable=True,
     ),
     Option(
+        "tls_listen",
+        "tls-listen",
+        "[HOST:]PORT",
+        "a TLS client listener (Pushpin's https_ports), repeatable; needs --tls-cert and --tls-key",
+        _parse_addresses,
+        _check_optional_addresses,
+        repeatable=True,
+    ),
+    Option(
+        "tls_cert",
+        "tls-cert",
+        "FILE",
+        "PEM certificate (chain) of the TLS listeners; read again on SIGHUP",
+        _parse_optional_text,
+        _check_optional_name,
+    ),
+    Option(
+        "tls_key",
+        "tls-key",
+        "FILE",
+        "PEM private key of the TLS listeners; read again on SIGHUP",
+        _parse_optional_text,
+        _check_optional_name,
+    ),
+    Option(
         "publish_listen",
         "publish-listen",
         "[HOST:]PORT",
@@ -888,6 +919,9 @@ class Config:
     """
 
     listen: tuple[tuple[str, int], ...] = DEFAULT_LISTEN
+    tls_listen: tuple[tuple[str, int], ...] = ()
+    tls_cert: str | None = None
+    tls_key: str | None = None
     publish_listen: tuple[str, int] = DEFAULT_PUBLISH_LISTEN
     routes_file: str | None = None
     routes: tuple[str, ...] = ()
@@ -938,6 +972,13 @@ class Config:
                 raise ConfigError(str(exc), source=f"Config.{option.field}") from None
             object.__setattr__(self, option.field, value)
         _check_listeners(self.listen, self.publish_listen, "Config.publish_listen")
+        if self.tls_listen and not (self.tls_cert and self.tls_key):
+            raise ConfigError("needs --tls-cert and --tls-key", source="Config.tls_listen")
+        for address in self.tls_listen:
+            if address[1] != 0 and address in (*self.listen, self.publish_listen):
+                raise ConfigError(
+                    f"{format_listen(address)} is also a plain listener", source="Config.tls_listen"
+                )
 
 
 # --- sources -------------------------------------------------------------------------------------
@@ -961,7 +1002,7 @@ def _resolve(value: object, option: Option, base_dir: str) -> object:
     `routesfile` and `file:` keys are relative to its config directory)."""
     if not base_dir or not isinstance(value, str):
         return value
-    if option.field == "routes_file" and not os.path.isabs(value):
+    if option.field in ("routes_file", "tls_cert", "tls_key") and not os.path.isabs(value):
         return os.path.join(base_dir, value)
     if option.field == "sig_key" and value.startswith("file:"):
         path = value.removeprefix("file:")
@@ -1116,8 +1157,9 @@ def _toml_list(texts: Iterable[str]) -> str:
 
 
 def _toml_value(config: Config, option: Option) -> str:
-    if option.field == "listen":
-        return _toml_list(format_listen(address) for address in config.listen)
+    if option.field in ("listen", "tls_listen"):
+        addresses = cast(tuple[tuple[str, int], ...], getattr(config, option.field))
+        return _toml_list(format_listen(address) for address in addresses)
     if option.field == "publish_listen":
         return _toml_string(format_listen(config.publish_listen))
     value = getattr(config, option.field)

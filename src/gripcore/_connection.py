@@ -74,7 +74,7 @@ from ._proxy import (
 from ._routes import Route, Target
 from ._speedups import encode_ws_frame
 from ._timeouts import ReadDeadlines, ReadPhase
-from ._wsdeflate import negotiate
+from ._wsdeflate_server import negotiate
 from ._wsgateway import OriginPost, WebSocketGateway
 from ._wsgrip import (
     AcceptClient,
@@ -251,6 +251,7 @@ class ProxyConnection:
         self.closed = False
         self._route: Route | None = None
         self._trusted = False  # the request came from a GRIP proxy in front (--upstream-key)
+        self.tls = False  # set by the driver: the client came in over TLS (X-Forwarded-Proto)
         self._targets: Sequence[Target] = ()
         self._hold_request: h11.Request | None = None
         self._origin_ws: OriginWsLink | None = None
@@ -637,6 +638,7 @@ class ProxyConnection:
             grip=grip,
             sig_token=self.node.sign(route) if grip else None,
             websocket=websocket,
+            client_tls=self.tls,
             trusted_client=self._trusted,
             route_headers=route.headers if route is not None else (),
             host=host,

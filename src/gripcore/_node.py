@@ -745,6 +745,10 @@ def unsupported_options(config: Config) -> str | None:
     """Options a driver does not have: refused at start, not ignored."""
     if config.workers > 1 and config.adapter != "asyncio":
         return f"--workers {config.workers}: only the asyncio adapter runs several workers"
+    if config.tls_listen and config.adapter != "asyncio":
+        return "--tls-listen: only the asyncio adapter serves TLS so far"
+    if config.tls_listen and config.workers > 1:
+        return "--tls-listen: not available with --workers above 1 yet"
     if config.workers > 1 and config.push_in_sub_spec:
         # the SUB socket lives in one worker and would subscribe to its own channels only
         return "--push-in-sub-spec: not available with --workers above 1"

@@ -209,8 +209,8 @@ _IGNORED: Final[dict[tuple[str, str], str]] = {
     ("runner", "m2sh_bin"): "no helper processes",
     ("runner", "zurl_bin"): "no helper processes",
     ("runner", "local_ports"): "no unix-socket client listeners",
-    ("runner", "https_ports"): "TLS client listeners are not supported yet: terminate TLS in "
-    "front of gripcore",
+    ("runner", "https_ports"): "Pushpin's certificates live in its runner/certs folder: give "
+    "gripcore --tls-listen with --tls-cert and --tls-key",
     ("proxy", "auto_cross_origin"): "not supported: answer CORS in the origin",
     ("proxy", "accept_x_forwarded_protocol"): "not supported",
     ("proxy", "set_x_forwarded_protocol"): "not supported",
