@@ -396,6 +396,7 @@ BAD_TYPED: list[tuple[str, object, str]] = [
     ("workers", 0, "must be an integer >= 1, got 0"),
     ("workers", 1000, "must be an integer <= 256, got 1000"),
     ("max_connections", -1, "must be an integer >= 1, got -1"),
+    ("trusted_proxy", 5, "must be a list of addresses or networks, got an integer"),
     ("max_output_buffer", "1", "must be an integer >= 1, got a string"),
     ("id_cache_ttl", "60", "must be a number of seconds >= 0, got a string"),
     ("message_wait", False, "must be a number of seconds >= 0, got a boolean"),

@@ -435,9 +435,8 @@ class ProxyConnection:
 
     def _linger(self) -> None:
         """After an early answer: end the sending side, discard what still arrives, close at
-        the client's EOF, past LINGER_DISCARD_LIMIT bytes or at --linger-timeout."""
-        if self.closed:
-            return
+        the client's EOF, past LINGER_DISCARD_LIMIT bytes or at --linger-timeout. Called on an
+        open connection only (an early answer is to a request it is reading)."""
         self.reads.linger(self.node.clock())
         self._cancel_timer()
         self.io.close_write()
