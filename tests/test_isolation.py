@@ -244,7 +244,7 @@ def test_slow_request_head_is_closed_after_the_head_timeout() -> None:
         silent = RawClient(proxy.port)  # never sends a byte
         assert _closed_by_server(slow).startswith(b"HTTP/1.1 408 ")
         assert _closed_by_server(silent) == b""
-        wait_for(lambda: proxy.call(lambda: len(proxy.server.connections)) == 0)
+        wait_for(lambda: proxy.call(lambda: len(proxy.server.connections)) == 0, timeout=30)
 
 
 def test_a_body_trickled_a_byte_at_a_time_gets_408() -> None:
